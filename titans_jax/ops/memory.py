@@ -1,0 +1,288 @@
+"""The neural long-term memory, chunk-parallel (paper Eqs. 16-18, `spec/memory.md`).
+
+Inside a chunk every gradient is taken at the chunk-start weights W_0, so the
+per-token gradients u_j = h_j^T delta_j are independent matmuls, and momentum and
+forgetting are linear recurrences solved in closed form:
+
+  S_i = E_{0->i} S_run - sum_{j<=i} theta_j E_{j->i} u_j
+  W_i = A_{0->i} W_run + D_i S_run - sum_{j<=i} C[i, j] u_j
+  C[i, j] = theta_j sum_{m=j..i} A_{m->i} m_m E_{j->m},  D_i = sum_{m<=i} A_{m->i} m_m E_{0->m}
+
+with E products of eta, A products of (1 - alpha) (log space), m_m = 1 for real
+tokens and 0 for padding. Reading x through W_i never builds W_i:
+x W_i = A_{0->i} x W_run + D_i x S_run - sum_j C[i, j] (x . h_j) delta_j, a masked
+b x b matmul per layer (the dual form of TTT). Only the chunk-to-chunk step is
+non-linear; it runs as `lax.scan`, in rematerialised groups of chunks.
+
+Stages: validate -> pad to whole chunks -> gate products -> scan over chunks -> unpad.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from titans_jax.ops.activations import get_activation, value_and_derivative
+from titans_jax.ops.memory_types import (MemoryConfig, MemoryState, is_static_position,
+                                         state_dtype, validate_inputs)
+
+# ----------------------------------------------------------------------------
+# Gate products in log space
+# ----------------------------------------------------------------------------
+
+
+def safe_log(x):
+  """log(x) with exact -inf at 0 and finite gradients everywhere else."""
+  positive = x > 0
+  return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), -jnp.inf)
+
+
+def segment_products(log_gate):
+  """P[i, j] = prod_{m=j+1..i} gate_m for j <= i, else 0.  log_gate: [b] -> [b, b].
+
+  A masked cumulative sum, never a difference of cumulative sums, so a zero
+  gate gives exact zeros instead of -inf - -inf.
+  """
+  size = log_gate.shape[-1]
+  rows = jnp.arange(size)[:, None]
+  cols = jnp.arange(size)[None, :]
+  terms = jnp.where(rows > cols, log_gate[:, None], 0.0)  # terms[m, j] = log g_m for m > j
+  sums = jnp.cumsum(terms, axis=0)
+  return jnp.where(rows >= cols, jnp.exp(sums), 0.0)
+
+
+# ----------------------------------------------------------------------------
+# One chunk for one (batch row, head)
+# ----------------------------------------------------------------------------
+
+
+def _keys_forward_backward(w_grad, keys, values, activation, residual):
+  """Layer inputs h_{l-1} and backprop signals delta_l of l(W_grad; k_j, v_j) per token."""
+  layer_inputs, derivatives = [], []
+  h = keys
+  for index, w in enumerate(w_grad):
+    layer_inputs.append(h)
+    z = h @ w
+    if index < len(w_grad) - 1:
+      h, dh = value_and_derivative(activation, z)
+      derivatives.append(dh)
+    else:
+      h = z
+  output = h + keys if residual else h
+  delta = 2.0 * (output - values)  # d/d out of ||out - v||^2 (Eq. 12, no 1/2)
+  deltas = [delta]
+  for index in range(len(w_grad) - 1, 0, -1):
+    delta = (delta @ w_grad[index].T) * derivatives[index - 1]
+    deltas.append(delta)
+  return layer_inputs, deltas[::-1]
+
+
+def _mlp_forward(weights, x, activation, residual):
+  h = x
+  for index, w in enumerate(weights):
+    h = h @ w
+    if index < len(weights) - 1:
+      h = activation(h)
+  return h + x if residual else h
+
+
+def _chunk_step(config, carry, chunk):
+  """Advance (W_run, S_run, W_grad) over one chunk; returns outputs [b, d_out]."""
+  activation = get_activation(config.activation)
+  w_run, s_run, w_grad = carry
+  q, k, v, theta, log_eta, log_keep, write, completes = chunk
+
+  layer_inputs, deltas = _keys_forward_backward(w_grad, k, v, activation, config.residual)
+
+  # Eq. 16-18 coefficients. momentum_decay[i, j] = E_{j->i}, keep[i, m] = A_{m->i}.
+  momentum_decay = segment_products(log_eta)
+  keep = segment_products(log_keep)
+  momentum_from_start = jnp.exp(jnp.cumsum(log_eta))  # E_{0->i}
+  keep_from_start = jnp.exp(jnp.cumsum(log_keep))     # A_{0->i}
+  keep_written = keep * write[None, :]
+  coeff = (keep_written @ momentum_decay) * theta[None, :]   # C[i, j]
+  carried_momentum = keep_written @ momentum_from_start      # D_i
+
+  if config.retrieval == "token":
+    x = q
+    for index in range(config.depth):
+      # x W_i without W_i: decayed running weights + carried momentum + this chunk's updates.
+      z = (keep_from_start[:, None] * (x @ w_run[index])
+           + carried_momentum[:, None] * (x @ s_run[index])
+           - (coeff * (x @ layer_inputs[index].T)) @ deltas[index])
+      x = activation(z) if index < config.depth - 1 else z
+    y = x + q if config.residual else x
+  else:
+    y = _mlp_forward(w_grad, q, activation, config.residual)
+
+  last_coeff = coeff[-1][:, None]
+  last_momentum = (theta * momentum_decay[-1])[:, None]
+  w_end, s_end = [], []
+  for index in range(config.depth):
+    h, delta = layer_inputs[index], deltas[index]
+    w_end.append(keep_from_start[-1] * w_run[index] + carried_momentum[-1] * s_run[index]
+                 - h.T @ (last_coeff * delta))
+    s_end.append(momentum_from_start[-1] * s_run[index] - h.T @ (last_momentum * delta))
+  w_end, s_end = tuple(w_end), tuple(s_end)
+  # The next chunk's gradients are taken where this chunk ends, once it is complete.
+  w_grad_next = jax.tree.map(lambda a, b: jnp.where(completes, a, b), w_end, w_grad)
+  return (w_end, s_end, w_grad_next), y
+
+
+# ----------------------------------------------------------------------------
+# Scan over chunks, rematerialised in groups
+# ----------------------------------------------------------------------------
+
+
+def remat_group_size(config: MemoryConfig, num_chunks: int) -> int:
+  """Chunks per checkpointed group: the divisor of num_chunks nearest sqrt(num_chunks)."""
+  if config.remat_chunks == 0 or num_chunks <= 1:
+    return 0
+  if config.remat_chunks is not None:
+    return min(config.remat_chunks, num_chunks)
+  target = math.sqrt(num_chunks)
+  divisors = [g for g in range(1, num_chunks + 1) if num_chunks % g == 0]
+  best = min(divisors, key=lambda g: abs(math.log(g / target)))
+  # A prime count has no useful divisor: pad whole chunks instead.
+  return best if best >= target / 2 else int(math.ceil(target))
+
+
+def _scan_chunks(config, carry, chunks):
+  """chunks: pytree with leading axes [n, B, H, ...]; carry: [B, H, ...]."""
+  step = jax.vmap(jax.vmap(lambda c, x: _chunk_step(config, c, x)))
+  num_chunks = jax.tree.leaves(chunks)[0].shape[0]
+  group = remat_group_size(config, num_chunks)
+  if group == 0:
+    return jax.lax.scan(step, carry, chunks)
+
+  num_groups = -(-num_chunks // group)
+  extra = num_groups * group - num_chunks
+  if extra:  # whole chunks of padding: no gradient, no write, never complete
+    chunks = jax.tree.map(lambda a: jnp.concatenate(
+        [a, jnp.zeros((extra,) + a.shape[1:], a.dtype)], axis=0), chunks)
+  grouped = jax.tree.map(lambda a: a.reshape((num_groups, group) + a.shape[1:]), chunks)
+
+  @jax.checkpoint
+  def run_group(carry, group_chunks):
+    return jax.lax.scan(step, carry, group_chunks)
+
+  carry, outputs = jax.lax.scan(run_group, carry, grouped)
+  outputs = outputs.reshape((num_groups * group,) + outputs.shape[2:])
+  return carry, outputs[:num_chunks]
+
+
+# ----------------------------------------------------------------------------
+# Public op
+# ----------------------------------------------------------------------------
+
+
+def _place(x, length, offset, fill, static):
+  """Put x [B, H, T, ...] at [offset, offset + T) of a length-`length` time axis."""
+  if static:
+    pad = [(0, 0)] * x.ndim
+    pad[2] = (offset, length - offset - x.shape[2])
+    return jnp.pad(x, pad, constant_values=fill)
+  out = jnp.full(x.shape[:2] + (length,) + x.shape[3:], fill, x.dtype)
+  start = (0, 0, offset) + (0,) * (x.ndim - 3)
+  return jax.lax.dynamic_update_slice(out, x, start)
+
+
+def _to_chunks(x, num_chunks, chunk):
+  """[B, H, n*b, ...] -> [n, B, H, b, ...] (chunk axis leading for the scan)."""
+  x = x.reshape(x.shape[:2] + (num_chunks, chunk) + x.shape[3:])
+  return jnp.moveaxis(x, 2, 0)
+
+
+def memory_apply(config: MemoryConfig, state: MemoryState, q, k, v, theta, eta, alpha, *,
+                 chunk_offset: int | None = None):
+  """Runs the memory over T tokens, chunk-parallel.
+
+  Args:
+    config: static options (MemoryConfig).
+    state: MemoryState with weights/momentum/chunk_start [B, H, d_{l-1}, d_l].
+    q, k: [B, H, T, d_in]; v: [B, H, T, d_out]; theta, eta, alpha: [B, H, T].
+    chunk_offset: state.position % chunk_size when the caller knows it statically
+      (e.g. a scan over segments whose length is a multiple of chunk_size) while
+      the position itself is traced; saves the extra chunk of the dynamic path.
+  Returns:
+    y [B, H, T, d_out] in q's dtype, and the new MemoryState (float32 or float64).
+  """
+  validate_inputs(config, state, q, k, v, theta, eta, alpha)
+  dtype = state_dtype(state.weights[0].dtype)
+  b = config.chunk_size
+  length = q.shape[2]
+  if chunk_offset is not None and not (isinstance(chunk_offset, int) and 0 <= chunk_offset < b):
+    raise ValueError(f"chunk_offset must be an int in [0, chunk_size={b}), got {chunk_offset!r}")
+  static = is_static_position(state.position) or chunk_offset is not None
+  if static:
+    offset = state.position % b if chunk_offset is None else chunk_offset
+    num_chunks = -(-(offset + length) // b)
+  else:  # alignment known only at run time: room for any offset
+    offset = (state.position % b).astype(jnp.int32)
+    num_chunks = -(-(length + b - 1) // b)
+  padded = num_chunks * b
+
+  # Stage 1: pad to whole chunks with tokens that change nothing.
+  place = lambda x, fill: _place(x.astype(dtype), padded, offset, fill, static)
+  valid = place(jnp.ones(theta.shape, dtype), 0.0)
+  theta_p, eta_p, alpha_p = place(theta, 0.0), place(eta, 1.0), place(alpha, 0.0)
+  gates = jnp.stack([theta_p, eta_p, alpha_p], axis=-1)  # [B, H, n*b, 3]
+  gates = gates.reshape(gates.shape[:2] + (num_chunks, b, 3))
+  # The gates of each chunk's first token (from the state when the call starts mid-chunk).
+  first = gates[:, :, :, 0, :]
+  starts_mid_chunk = offset > 0
+  first = first.at[:, :, 0, :].set(
+      jnp.where(starts_mid_chunk, state.chunk_gates.astype(dtype), first[:, :, 0, :]))
+  last_chunk = (offset + length - 1) // b
+  chunk_gates = jax.lax.dynamic_index_in_dim(first, last_chunk, axis=2, keepdims=False)
+  if config.gate_mode == "chunk":
+    gates = jnp.broadcast_to(first[:, :, :, None, :], gates.shape)
+  gates = gates.reshape(gates.shape[:2] + (padded, 3))
+  theta_p, eta_p, alpha_p = gates[..., 0], gates[..., 1], gates[..., 2]
+  if not config.momentum:
+    eta_p = jnp.zeros_like(eta_p)
+  if not config.forgetting:
+    alpha_p = jnp.zeros_like(alpha_p)
+  is_real = valid > 0
+  theta_p = jnp.where(is_real, theta_p, 0.0)
+  eta_p = jnp.where(is_real, eta_p, 1.0)
+  alpha_p = jnp.where(is_real, alpha_p, 0.0)
+
+  # Stage 2: per-token log gates, chunked with the chunk axis leading.
+  chunked = lambda x: _to_chunks(x, num_chunks, b)
+  completes = chunked(valid)[:, :, :, b - 1]  # [n, B, H]: the call covers the chunk's end
+  chunks = (chunked(place(q, 0.0)), chunked(place(k, 0.0)), chunked(place(v, 0.0)),
+            chunked(theta_p), chunked(safe_log(eta_p)), chunked(safe_log(1.0 - alpha_p)),
+            chunked(valid), completes)
+
+  # Stage 3: the chunk-to-chunk recurrence.
+  weights = tuple(w.astype(dtype) for w in state.weights)
+  momentum = tuple(s.astype(dtype) for s in state.momentum)
+  chunk_start = tuple(w.astype(dtype) for w in state.chunk_start)
+  # At a chunk boundary the gradients are taken at the running weights (spec loop).
+  w_grad = jax.tree.map(lambda c, w: jnp.where(starts_mid_chunk, c, w), chunk_start, weights)
+  (w_end, s_end, w_grad_end), y = _scan_chunks(config, (weights, momentum, w_grad), chunks)
+
+  # Stage 4: back to [B, H, T, d_out].
+  y = jnp.moveaxis(y, 0, 2).reshape(y.shape[1:3] + (padded, y.shape[-1]))
+  y = jax.lax.dynamic_slice_in_dim(y, offset, length, axis=2)
+  new_state = MemoryState(w_end, s_end, w_grad_end, chunk_gates, state.position + length)
+  return y.astype(q.dtype), new_state
+
+
+def memory_read(config: MemoryConfig, state: MemoryState, q):
+  """M(q; W) with the state's current weights, no write: MAC's h = M*_{t-1}(q) (Eq. 21).
+
+  q: [B, H, T, d_in] -> [B, H, T, d_out] in q's dtype.
+  """
+  if q.ndim != 4 or q.shape[:2] != state.weights[0].shape[:2] or q.shape[3] != state.weights[0].shape[2]:
+    raise ValueError(f"q has shape {tuple(q.shape)}; expected [B, H, T, d_in] with [B, H] = "
+                     f"{tuple(state.weights[0].shape[:2])} and d_in = {state.weights[0].shape[2]}")
+  if not jnp.issubdtype(q.dtype, jnp.floating):
+    raise ValueError(f"q has dtype {q.dtype}; expected a floating dtype")
+  activation = get_activation(config.activation)
+  dtype = state_dtype(state.weights[0].dtype)
+  read = jax.vmap(jax.vmap(lambda w, x: _mlp_forward(w, x, activation, config.residual)))
+  return read(tuple(w.astype(dtype) for w in state.weights), q.astype(dtype)).astype(q.dtype)
