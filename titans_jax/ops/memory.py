@@ -19,6 +19,7 @@ Stages: validate -> pad to whole chunks -> gate products -> scan over chunks -> 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -185,8 +186,7 @@ def _place(x, length, offset, fill, static):
     pad[2] = (offset, length - offset - x.shape[2])
     return jnp.pad(x, pad, constant_values=fill)
   out = jnp.full(x.shape[:2] + (length,) + x.shape[3:], fill, x.dtype)
-  start = (0, 0, offset) + (0,) * (x.ndim - 3)
-  return jax.lax.dynamic_update_slice(out, x, start)
+  return jax.lax.dynamic_update_slice_in_dim(out, x, offset, axis=2)
 
 
 def _to_chunks(x, num_chunks, chunk):
@@ -210,17 +210,28 @@ def memory_apply(config: MemoryConfig, state: MemoryState, q, k, v, theta, eta, 
     y [B, H, T, d_out] in q's dtype, and the new MemoryState (float32 or float64).
   """
   validate_inputs(config, state, q, k, v, theta, eta, alpha)
+  b = config.chunk_size
+  if chunk_offset is not None and not (isinstance(chunk_offset, int) and 0 <= chunk_offset < b):
+    raise ValueError(f"chunk_offset must be an int in [0, chunk_size={b}), got {chunk_offset!r}")
+  if chunk_offset is None and is_static_position(state.position):
+    chunk_offset = int(state.position) % b
+  arrays = state._replace(position=jnp.asarray(state.position, jnp.int32))
+  y, new_state = _memory_apply_jit(config, chunk_offset, arrays, q, k, v, theta, eta, alpha)
+  # A static position stays a Python int, so the next call is aligned statically too.
+  return y, new_state._replace(position=state.position + q.shape[2])
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _memory_apply_jit(config, chunk_offset, state, q, k, v, theta, eta, alpha):
   dtype = state_dtype(state.weights[0].dtype)
   b = config.chunk_size
   length = q.shape[2]
-  if chunk_offset is not None and not (isinstance(chunk_offset, int) and 0 <= chunk_offset < b):
-    raise ValueError(f"chunk_offset must be an int in [0, chunk_size={b}), got {chunk_offset!r}")
-  static = is_static_position(state.position) or chunk_offset is not None
+  static = chunk_offset is not None
   if static:
-    offset = state.position % b if chunk_offset is None else chunk_offset
+    offset = chunk_offset
     num_chunks = -(-(offset + length) // b)
   else:  # alignment known only at run time: room for any offset
-    offset = (state.position % b).astype(jnp.int32)
+    offset = state.position % b
     num_chunks = -(-(length + b - 1) // b)
   padded = num_chunks * b
 

@@ -6,6 +6,8 @@ as the oracle of `memory.memory_apply`. Same signature and state semantics.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -33,6 +35,13 @@ def memory_apply_reference(config: MemoryConfig, state: MemoryState, q, k, v, th
                            alpha):
   """Runs the recurrence one token at a time. Returns (y [B,H,T,d_out], new state)."""
   validate_inputs(config, state, q, k, v, theta, eta, alpha)
+  arrays = state._replace(position=jnp.asarray(state.position, jnp.int32))
+  y, new_state = _reference_jit(config, arrays, q, k, v, theta, eta, alpha)
+  return y, new_state._replace(position=state.position + q.shape[2])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _reference_jit(config, state, q, k, v, theta, eta, alpha):
   dtype = state_dtype(state.weights[0].dtype)
   activation = get_activation(config.activation)
   b = config.chunk_size

@@ -1,0 +1,319 @@
+"""The chunk-parallel memory op against the token-by-token reference.
+
+Given / When / Then: random memories and streams; run the fast path and the
+reference (whole and cut at random points); they agree to float64 precision.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from titans_jax.ops import (MemoryConfig, init_memory_state, init_memory_weights, memory_apply,
+                            memory_apply_reference, memory_read)
+
+
+def make_inputs(seed, config, *, batch=2, heads=2, length=20, d_in=4, d_out=None,
+                dtype=jnp.float64):
+  d_out = d_in if d_out is None else d_out
+  keys = jax.random.split(jax.random.key(seed), 8)
+  weights = init_memory_weights(keys[0], num_heads=heads, d_in=d_in, d_out=d_out,
+                                config=config, dtype=dtype)
+  normal = lambda key, shape: jax.random.normal(key, shape, dtype)
+  q = normal(keys[1], (batch, heads, length, d_in))
+  k = normal(keys[2], (batch, heads, length, d_in)) / jnp.sqrt(d_in)
+  v = normal(keys[3], (batch, heads, length, d_out))
+  uniform = lambda key, low, high: jax.random.uniform(key, (batch, heads, length), dtype, low, high)
+  gates = (uniform(keys[4], 0.0, 0.3), uniform(keys[5], 0.0, 1.0), uniform(keys[6], 0.0, 0.3))
+  return weights, (q, k, v) + gates
+
+
+def run_split(op, config, state, inputs, splits):
+  """Runs op over consecutive pieces cut at `splits`, carrying the state."""
+  outputs, bounds = [], [0] + list(splits) + [inputs[0].shape[2]]
+  for start, stop in zip(bounds[:-1], bounds[1:]):
+    y, state = op(config, state, *[x[:, :, start:stop] for x in inputs])
+    outputs.append(y)
+  return jnp.concatenate(outputs, axis=2), state
+
+
+def assert_states_close(a, b, rtol, atol):
+  for name in ("weights", "momentum", "chunk_start"):
+    for x, y in zip(getattr(a, name), getattr(b, name)):
+      np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=name)
+  np.testing.assert_allclose(a.chunk_gates, b.chunk_gates, rtol=rtol, atol=atol)
+  assert int(a.position) == int(b.position)
+
+
+# (config, length, d_in, d_out, split points); every knob of the op appears at least once.
+RANDOM_CASES = [
+    (MemoryConfig(depth=1, chunk_size=1), 12, 4, 3, [5]),
+    (MemoryConfig(depth=2, chunk_size=7, expansion=2.0), 30, 4, 4, [11]),
+    (MemoryConfig(depth=3, chunk_size=16, retrieval="chunk"), 40, 3, 5, [5, 21]),
+    (MemoryConfig(depth=4, chunk_size=64, activation="gelu", residual=True), 70, 4, 4, [63]),
+    (MemoryConfig(depth=2, chunk_size=5, momentum=False), 23, 4, 4, [3]),
+    (MemoryConfig(depth=2, chunk_size=5, forgetting=False), 23, 4, 4, [10]),
+    (MemoryConfig(depth=2, chunk_size=4, gate_mode="chunk"), 21, 4, 4, [6, 7]),
+    (MemoryConfig(depth=1, chunk_size=3, gate_mode="chunk", retrieval="chunk", momentum=False,
+                  forgetting=False), 17, 4, 4, [8]),
+    (MemoryConfig(depth=2, chunk_size=8, remat_chunks=3), 60, 4, 4, [13]),
+    (MemoryConfig(depth=2, chunk_size=33, activation="identity"), 35, 4, 2, [34]),
+]
+
+
+@pytest.mark.parametrize("case", range(len(RANDOM_CASES)))
+def test_fast_matches_reference_whole_and_split(case):
+  config, length, d_in, d_out, splits = RANDOM_CASES[case]
+  with jax.enable_x64(True):
+    weights, inputs = make_inputs(case, config, length=length, d_in=d_in, d_out=d_out)
+    state = init_memory_state(weights, batch_size=2)
+    y_ref, state_ref = memory_apply_reference(config, state, *inputs)
+    y_fast, state_fast = memory_apply(config, state, *inputs)
+    np.testing.assert_allclose(y_fast, y_ref, rtol=1e-9, atol=1e-10)
+    assert_states_close(state_fast, state_ref, 1e-9, 1e-10)
+    # Streaming: any cut gives the outputs and the final state of one run.
+    y_split, state_split = run_split(memory_apply, config, state, inputs, splits)
+    np.testing.assert_allclose(y_split, y_ref, rtol=1e-9, atol=1e-10)
+    assert_states_close(state_split, state_ref, 1e-9, 1e-10)
+
+
+@pytest.mark.parametrize("retrieval", ["token", "chunk"])
+def test_traced_position_under_jit(retrieval):
+  """Given a position only known at run time, when streamed in pieces under jit, then it equals one run."""
+  config = MemoryConfig(depth=2, chunk_size=6, retrieval=retrieval)
+  with jax.enable_x64(True):
+    weights, inputs = make_inputs(3, config, length=25)
+    state = init_memory_state(weights, batch_size=2)
+    y_ref, state_ref = memory_apply(config, state, *inputs)
+    step = jax.jit(lambda s, *x: memory_apply(config, s, *x))
+    state_dyn = state._replace(position=jnp.asarray(0, jnp.int32))
+    y_split, state_split = run_split(lambda c, s, *x: step(s, *x), config, state_dyn, inputs,
+                                     [4, 5, 17])
+    np.testing.assert_allclose(y_split, y_ref, rtol=1e-9, atol=1e-10)
+    assert_states_close(state_split, state_ref, 1e-9, 1e-10)
+
+
+def test_chunk_offset_hint_matches_static_position():
+  config = MemoryConfig(depth=2, chunk_size=4)
+  with jax.enable_x64(True):
+    weights, inputs = make_inputs(4, config, length=16)
+    state = init_memory_state(weights, batch_size=2)
+    y_ref, _ = memory_apply(config, state, *inputs)
+    traced = jax.jit(lambda s, *x: memory_apply(config, s, *x, chunk_offset=0)[0])
+    y_hint = traced(state._replace(position=jnp.asarray(0, jnp.int32)), *inputs)
+    np.testing.assert_allclose(y_hint, y_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_delta_rule():
+  """L = 1, eta = alpha = 0, b = 1: W_t = W_{t-1} - 2 theta_t k_t^T (k_t W_{t-1} - v_t)."""
+  config = MemoryConfig(depth=1, chunk_size=1)
+  with jax.enable_x64(True):
+    weights, (q, k, v, theta, _, _) = make_inputs(5, config, length=9, batch=1, heads=1)
+    zeros = jnp.zeros_like(theta)
+    y, state = memory_apply(config, init_memory_state(weights, 1), q, k, v, theta, zeros, zeros)
+    w = np.asarray(weights[0][0])
+    for t in range(q.shape[2]):
+      k_t, v_t, th = np.asarray(k[0, 0, t]), np.asarray(v[0, 0, t]), float(theta[0, 0, t])
+      w = w - 2 * th * np.outer(k_t, k_t @ w - v_t)
+      np.testing.assert_allclose(y[0, 0, t], np.asarray(q[0, 0, t]) @ w, rtol=1e-10)
+    np.testing.assert_allclose(state.weights[0][0, 0], w, rtol=1e-10)
+
+
+@pytest.mark.parametrize("retrieval", ["token", "chunk"])
+def test_causal(retrieval):
+  """Changing token t's key, value and gates never changes earlier outputs; chunk
+  retrieval does not even see t's own chunk."""
+  config = MemoryConfig(depth=2, chunk_size=4, retrieval=retrieval)
+  with jax.enable_x64(True):
+    weights, inputs = make_inputs(6, config, length=16)
+    state = init_memory_state(weights, batch_size=2)
+    y, _ = memory_apply(config, state, *inputs)
+    t = 9
+    changed = [x.at[:, :, t].add(0.5) for x in inputs[1:]]
+    y_changed, _ = memory_apply(config, state, inputs[0], *changed)
+    visible = t + 1 if retrieval == "token" else (t // 4 + 1) * 4
+    np.testing.assert_array_equal(y_changed[:, :, :t], y[:, :, :t])
+    np.testing.assert_array_equal(y_changed[:, :, t:visible - 1], y[:, :, t:visible - 1])
+    assert not np.allclose(y_changed[:, :, visible:], y[:, :, visible:])
+
+
+@pytest.mark.parametrize("config", [
+    MemoryConfig(depth=2, chunk_size=3),
+    MemoryConfig(depth=1, chunk_size=2, retrieval="chunk", gate_mode="chunk", remat_chunks=1),
+], ids=["mlp2_token", "linear_chunk"])
+def test_check_grads_into_every_input(config):
+  """Second-order: the outer loss backpropagates through the inner gradients."""
+  with jax.enable_x64(True):
+    weights, inputs = make_inputs(7, config, batch=1, heads=1, length=7, d_in=3)
+    projection = jax.random.normal(jax.random.key(8), (3,), jnp.float64)
+
+    def loss(weights, q, k, v, theta, eta, alpha):
+      state = init_memory_state(weights, batch_size=1)
+      y, state = memory_apply(config, state, q, k, v, theta, eta, alpha)
+      return jnp.sum(jnp.tanh(y @ projection)) + sum(jnp.sum(w ** 2) for w in state.weights)
+
+    check_grads(loss, (weights,) + inputs, order=1, modes=["rev"], atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_match_reference_with_split():
+  config = MemoryConfig(depth=2, chunk_size=4, remat_chunks=2)
+  with jax.enable_x64(True):
+    weights, inputs = make_inputs(9, config, batch=1, heads=1, length=11)
+
+    def loss(op, weights, inputs):
+      state = init_memory_state(weights, batch_size=1)
+      y, state = run_split(op, config, state, inputs, [6])
+      return jnp.sum(jnp.sin(y)) + jnp.sum(state.momentum[1])
+
+    g_fast = jax.grad(lambda w, x: loss(memory_apply, w, x), argnums=(0, 1))(weights, inputs)
+    g_ref = jax.grad(lambda w, x: loss(memory_apply_reference, w, x), argnums=(0, 1))(weights,
+                                                                                   inputs)
+    for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_ref)):
+      np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_extreme_gates_have_finite_gradients():
+  """eta = 0 and alpha = 1 are exact zeros in log space, never NaN, forward or backward."""
+  config = MemoryConfig(depth=2, chunk_size=4)
+  weights, (q, k, v, theta, eta, alpha) = make_inputs(10, config, length=12, dtype=jnp.float32)
+  eta = eta.at[:, :, ::3].set(0.0)
+  alpha = alpha.at[:, :, 1::4].set(1.0)
+
+  def loss(weights, eta, alpha):
+    y, _ = memory_apply(config, init_memory_state(weights, 2), q, k, v, theta, eta, alpha)
+    return jnp.sum(y ** 2)
+
+  value, grads = jax.value_and_grad(loss, argnums=(0, 1, 2))(weights, eta, alpha)
+  assert np.isfinite(value)
+  assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+  y_ref, _ = memory_apply_reference(config, init_memory_state(weights, 2), q, k, v, theta, eta,
+                                    alpha)
+  y_fast, _ = memory_apply(config, init_memory_state(weights, 2), q, k, v, theta, eta, alpha)
+  np.testing.assert_allclose(y_fast, y_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_vmap_over_an_extra_axis():
+  config = MemoryConfig(depth=2, chunk_size=4)
+  weights, inputs = make_inputs(11, config, length=10, dtype=jnp.float32)
+  state = init_memory_state(weights, batch_size=2)
+  stacked = [jnp.stack([x, 2 * x]) for x in inputs]
+  y = jax.vmap(lambda *x: memory_apply(config, state, *x)[0])(*stacked)
+  for index in range(2):
+    expected, _ = memory_apply(config, state, *[x[index] for x in stacked])
+    np.testing.assert_allclose(y[index], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_inputs_float32_state():
+  config = MemoryConfig(depth=2, chunk_size=8)
+  weights, inputs = make_inputs(12, config, length=24, d_in=8, dtype=jnp.float32)
+  state = init_memory_state(weights, batch_size=2)
+  y32, s32 = memory_apply(config, state, *inputs)
+  y16, s16 = memory_apply(config, state, *[x.astype(jnp.bfloat16) for x in inputs])
+  assert y16.dtype == jnp.bfloat16
+  assert all(w.dtype == jnp.float32 for w in s16.weights + s16.momentum)
+  scale = float(jnp.abs(y32).max())
+  np.testing.assert_allclose(y16.astype(jnp.float32), y32, atol=0.03 * scale)
+  np.testing.assert_allclose(s16.weights[0], s32.weights[0], atol=0.03)
+
+
+def test_memory_read_is_a_forward_without_write():
+  config = MemoryConfig(depth=2, chunk_size=4, retrieval="chunk")
+  with jax.enable_x64(True):
+    weights, inputs = make_inputs(13, config, length=4)
+    state = init_memory_state(weights, batch_size=2)
+    # With retrieval "chunk", the first chunk reads the state it starts from.
+    y, _ = memory_apply(config, state, *inputs)
+    np.testing.assert_allclose(memory_read(config, state, inputs[0]), y, rtol=1e-12)
+
+
+def _backward_temp_bytes(config, length):
+  weights, inputs = make_inputs(14, config, batch=1, heads=2, length=length, d_in=32,
+                                dtype=jnp.float32)
+
+  def loss(weights, q):
+    y, _ = memory_apply(config, init_memory_state(weights, 1), q, *inputs[1:])
+    return jnp.sum(y ** 2)
+
+  compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(weights, inputs[0]).compile()
+  param_bytes = sum(w.size * 4 for w in weights)
+  return compiled.memory_analysis().temp_size_in_bytes, param_bytes
+
+
+def test_remat_bounds_backward_memory():
+  """Saving (W, S) at every chunk costs chunks x parameters; grouped remat keeps ~2 sqrt(n).
+
+  The per-token tensors grow with T either way, so the part due to the state is
+  isolated by growing the memory's hidden width at a fixed length.
+  """
+  length, chunk = 2048, 16
+  num_chunks = length // chunk
+  state_growth = {}
+  for remat in (0, None):
+    small, small_params = _backward_temp_bytes(
+        MemoryConfig(depth=2, chunk_size=chunk, expansion=2.0, remat_chunks=remat), length)
+    large, large_params = _backward_temp_bytes(
+        MemoryConfig(depth=2, chunk_size=chunk, expansion=4.0, remat_chunks=remat), length)
+    state_growth[remat] = (large - small) / (large_params - small_params)
+  # Bytes of backward memory per byte of parameters: ~ (W, S, W_grad) per chunk without remat.
+  assert state_growth[0] > 2 * num_chunks, state_growth
+  # Grouped: about 2 sqrt(n) = 23 states of n = 128 are held at once.
+  assert state_growth[None] < 0.3 * state_growth[0], state_growth
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _good():
+  config = MemoryConfig(depth=2, chunk_size=4)
+  weights, inputs = make_inputs(15, config, length=8, dtype=jnp.float32)
+  return config, init_memory_state(weights, 2), list(inputs)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("chunk_size", 0, "chunk_size"), ("depth", 0, "depth"), ("expansion", -1.0, "expansion"),
+    ("retrieval", "tokens", "retrieval"), ("activation", "swish2", "activation"),
+    ("gate_mode", "layer", "gate_mode"), ("remat_chunks", -2, "remat_chunks"),
+])
+def test_bad_config(field, value, message):
+  with pytest.raises(ValueError, match=message):
+    MemoryConfig(**{field: value})
+
+
+def test_expansion_that_makes_no_network():
+  config = MemoryConfig(depth=2, expansion=0.1)
+  with pytest.raises(ValueError, match="expansion"):
+    init_memory_weights(jax.random.key(0), num_heads=1, d_in=4, d_out=4, config=config)
+
+
+@pytest.mark.parametrize("index,bad,message", [
+    (1, lambda x: x[..., :3], "k has shape"),
+    (2, lambda x: x[:, :, :5], "v has shape"),
+    (3, lambda x: x[..., None], "theta has shape"),
+    (0, lambda x: x.astype(jnp.int32), "q has dtype"),
+    (4, lambda x: x[:1], "eta has shape"),
+    (0, lambda x: x[0], "q has shape"),
+])
+def test_bad_inputs(index, bad, message):
+  config, state, inputs = _good()
+  inputs[index] = bad(inputs[index])
+  for op in (memory_apply, memory_apply_reference):
+    with pytest.raises(ValueError, match=message):
+      op(config, state, *inputs)
+
+
+def test_bad_state_and_offsets():
+  config, state, inputs = _good()
+  with pytest.raises(ValueError, match="depth=3"):
+    memory_apply(dataclasses.replace(config, depth=3), state, *inputs)
+  with pytest.raises(ValueError, match="chunk_offset"):
+    memory_apply(config, state, *inputs, chunk_offset=4)
+  with pytest.raises(ValueError, match="position"):
+    memory_apply(config, state._replace(position=-1), *inputs)
+  with pytest.raises(ValueError, match="T = 0"):
+    memory_apply(config, state, *[x[:, :, :0] for x in inputs])
+  with pytest.raises(ValueError, match="residual"):
+    memory_apply(dataclasses.replace(config, residual=True), state,
+                 *inputs[:2], inputs[2][..., :3], *inputs[3:])
