@@ -1,0 +1,111 @@
+"""The training system in one process: outputs, resume, checkpoints, bad input."""
+
+import glob
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from tests.train.tiny_model import build_tiny, tiny_config
+from titans_jax import checkpointing, metrics, train
+
+
+def losses(workdir):
+  return {row["step"]: row["loss"] for row in metrics.read_jsonl(
+      os.path.join(workdir, "metrics.jsonl")) if "loss" in row}
+
+
+def run(workdir, **overrides):
+  return train.train_and_evaluate(tiny_config(**overrides), str(workdir), model_builder=build_tiny)
+
+
+def test_a_run_writes_config_metrics_tensorboard_and_checkpoints(tmp_path):
+  result = run(tmp_path)
+  assert result.step == 6
+  saved = json.load(open(tmp_path / "config.json"))
+  assert saved["train"]["steps"] == 6
+  assert sorted(losses(tmp_path)) == [1, 2, 3, 4, 5, 6]
+  assert any(row.get("eval_loss") for row in metrics.read_jsonl(tmp_path / "metrics.jsonl"))
+  assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3", "6"]
+
+
+def test_loss_decreases_on_learnable_text(tmp_path):
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+  result = run(tmp_path / "run", **{"data.source": "text", "data.train_path": str(corpus),
+                                    "model.vocab_size": 256, "train.steps": 30,
+                                    "train.log_every": 5, "train.eval_every": 0})
+  first, last = result.history[0]["loss"], result.history[-1]["loss"]
+  assert last < 0.6 * first, (first, last)
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path):
+  whole = run(tmp_path / "whole", **{"train.eval_every": 0})
+  accumulated = run(tmp_path / "accum", **{"train.grad_accum_steps": 2, "train.eval_every": 0})
+  a, b = losses(whole.workdir), losses(accumulated.workdir)
+  np.testing.assert_allclose([a[s] for s in sorted(a)], [b[s] for s in sorted(b)], rtol=1e-5)
+
+
+def test_restart_resumes_and_matches_uninterrupted(tmp_path):
+  uninterrupted = losses(run(tmp_path / "a", **{"train.eval_every": 0}).workdir)
+  # The same config stopped at step 3 (a checkpoint), then started again in the same workdir.
+  run(tmp_path / "b", **{"train.eval_every": 0, "train.steps": 6})
+  shutil.rmtree(tmp_path / "b" / "checkpoints" / "6")
+  resumed = run(tmp_path / "b", **{"train.eval_every": 0})
+  assert resumed.step == 6
+  got = losses(tmp_path / "b")
+  assert sorted(got) == [1, 2, 3, 4, 5, 6]
+  np.testing.assert_allclose([got[s] for s in range(1, 7)],
+                             [uninterrupted[s] for s in range(1, 7)], rtol=1e-6)
+
+
+def test_mismatched_checkpoint_is_an_error_and_kept(tmp_path):
+  run(tmp_path, **{"train.steps": 3})
+  before = sorted(os.listdir(tmp_path / "checkpoints"))
+  with pytest.raises(checkpointing.CheckpointError, match="width"):
+    run(tmp_path, **{"train.steps": 6, "model.width": 48})
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+
+
+def test_corrupt_checkpoint_is_an_error_and_kept(tmp_path):
+  run(tmp_path, **{"train.steps": 3})
+  step_dir = tmp_path / "checkpoints" / "3" / "state"
+  for path in glob.glob(str(step_dir / "**" / "*"), recursive=True):
+    if os.path.isfile(path) and "manifest" in os.path.basename(path):
+      open(path, "wb").write(b"garbage")
+  with pytest.raises(checkpointing.CheckpointError, match="corrupt|cannot be read"):
+    run(tmp_path, **{"train.steps": 6})
+  assert os.path.isdir(step_dir)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  # A huge step makes step 2 non-finite; step 1 was checkpointed.
+  with pytest.raises(train.NonFiniteError, match=r"at step 2 .*checkpoint of step 1"):
+    run(tmp_path, **{"optimizer.learning_rate": 1e30, "optimizer.warmup_steps": 0,
+                     "train.checkpoint_every": 1, "optimizer.clip_norm": 1e30})
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"mesh.data": 3}, "devices"),
+    ({"mesh.data": -1, "mesh.fsdp": -1}, "at most one -1"),
+    ({"train.global_batch_size": 3, "train.grad_accum_steps": 2}, "grad_accum_steps"),
+    ({"data.source": "text", "data.train_path": "/nonexistent/*.txt", "model.vocab_size": 256},
+     "matches no readable file"),
+    ({"data.source": "text", "data.train_path": "x.txt"}, "vocab_size"),
+    ({"data.source": "webdataset"}, "unknown"),
+    ({"train.steps": 0}, "train.steps"),
+])
+def test_bad_input_is_a_clear_error(tmp_path, overrides, message):
+  with pytest.raises(ValueError, match=message):
+    run(tmp_path, **overrides)
+  assert not os.path.exists(tmp_path / "checkpoints" / "1")
+
+
+def test_empty_workdir_is_an_error():
+  with pytest.raises(ValueError, match="workdir"):
+    train.train_and_evaluate(tiny_config(), "", model_builder=build_tiny)

@@ -1,0 +1,101 @@
+"""Orbax checkpoints: train state, Grain iterator state and a description, saved together.
+
+Saves are asynchronous and atomic (Orbax writes a temporary folder, then renames
+it). A checkpoint that does not match the run's config, or cannot be read, stops
+the run with a message; it is never overwritten or silently replaced by a fresh start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be used by this run (left untouched on disk)."""
+
+
+def describe_state(state) -> dict:
+  """Path -> [shape, dtype] of every array: what a checkpoint must match."""
+  flat = jax.tree_util.tree_flatten_with_path(state)[0]
+  return {jax.tree_util.keystr(path): [list(leaf.shape), str(leaf.dtype)] for path, leaf in flat}
+
+
+class Checkpointer:
+  """A CheckpointManager in `<workdir>/checkpoints` that keeps the last `keep` steps."""
+
+  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           enable_async_checkpointing=async_save)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=("state", "data", "meta"))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, data_state: dict, meta: dict, *, force: bool = False) -> bool:
+    meta = dict(meta, state=describe_state(state))
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                              data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(meta))
+    return self.manager.save(step, args=args, force=force)
+
+  def restore(self, step: int, abstract_state, meta: dict):
+    """Returns (state, data_state) of `step`; abstract_state carries shapes and shardings."""
+    where = os.path.join(self.directory, str(step))
+    try:
+      saved_meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+      saved_meta = saved_meta["meta"]
+    except Exception as error:
+      raise CheckpointError(
+          f"the checkpoint at {where} cannot be read ({type(error).__name__}: {error}). It was "
+          "left as it is; move it away, or start with another --workdir") from None
+    _check_compatible(where, saved_meta, dict(meta, state=describe_state(abstract_state)))
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+    except Exception as error:
+      raise CheckpointError(
+          f"the checkpoint at {where} is corrupt or incomplete ({type(error).__name__}: "
+          f"{error}). It was left as it is; move it away, or start with another --workdir") from None
+    return restored["state"], restored["data"]
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def _check_compatible(where: str, saved: dict, current: dict) -> None:
+  saved_model, model = saved.get("model", {}), current.get("model", {})
+  changed = sorted(key for key in set(saved_model) | set(model)
+                   if saved_model.get(key) != model.get(key))
+  if changed:
+    details = ", ".join(f"{key}: checkpoint {saved_model.get(key)!r} vs config {model.get(key)!r}"
+                        for key in changed[:8])
+    raise CheckpointError(
+        f"the checkpoint at {where} was written for another model config ({details}). It was "
+        "left as it is; use the config it was trained with, or another --workdir")
+  saved_state, state = saved.get("state", {}), current["state"]
+  if saved_state != state:
+    missing = sorted(set(state) - set(saved_state))[:5]
+    extra = sorted(set(saved_state) - set(state))[:5]
+    shapes = sorted(key for key in set(state) & set(saved_state)
+                    if state[key] != saved_state[key])[:5]
+    raise CheckpointError(
+        f"the checkpoint at {where} holds another train state structure (missing: {missing}, "
+        f"unexpected: {extra}, other shapes: {shapes}). It was left as it is; use the config it "
+        "was trained with, or another --workdir")
+
+
+def dump_json(path: str, value) -> None:
+  """Writes JSON atomically (temporary file, then rename)."""
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as handle:
+    json.dump(value, handle, indent=2, sort_keys=True, default=str)
+  os.replace(tmp, path)

@@ -1,0 +1,121 @@
+"""The base experiment config and the small-run (`runlocal`) shrinker.
+
+Experiment files in `experiments/` start from `base_config()` and override what
+their paper setup needs; every field carries a one-line comment here.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from titans_jax.sharding import DEFAULT_LOGICAL_AXIS_RULES
+
+
+def model_defaults() -> dict:
+  """Every ModelConfig field with its default (the models' own dataclass decides)."""
+  import dataclasses
+
+  from titans_jax.models import ModelConfig
+
+  return {field.name: getattr(ModelConfig(), field.name) for field in dataclasses.fields(ModelConfig)}
+
+
+def base_config(model: dict | None = None) -> ml_collections.ConfigDict:
+  """model: the `model` section; defaults to every ModelConfig field."""
+  config = ml_collections.ConfigDict()
+  # Seed of parameter init and data order.
+  config.seed = 0
+
+  # The model: fields of titans_jax.models.ModelConfig (variant, sizes, memory, attention).
+  config.model = ml_collections.ConfigDict(model_defaults() if model is None else model)
+  # '' builds the zoo's model; 'package.module:function' a model of your own from config.model.
+  config.model_builder = ""
+
+  config.data = ml_collections.ConfigDict()
+  # Source: "random" (smoke runs), "text" (local files, byte tokens), "tfds" (ArrayRecord).
+  config.data.source = "random"
+  # Tokens per training example.
+  config.data.seq_len = 256
+  # Seed of synthetic sources.
+  config.data.seed = 0
+  # source="text": file, glob or comma-separated list for training / evaluation.
+  config.data.train_path = ""
+  config.data.eval_path = ""
+  # source="tfds": dataset name, data_dir, splits and the text feature.
+  config.data.tfds_name = ""
+  config.data.tfds_data_dir = ""
+  config.data.train_split = "train"
+  config.data.eval_split = "validation"
+  config.data.text_key = "text"
+
+  config.optimizer = ml_collections.ConfigDict()
+  # Peak learning rate of AdamW (spec section 4: 4e-4).
+  config.optimizer.learning_rate = 4e-4
+  # Linear warmup steps, then cosine decay to end_lr_ratio x peak at train.steps.
+  config.optimizer.warmup_steps = 100
+  config.optimizer.end_lr_ratio = 0.1
+  # Adam moments and epsilon.
+  config.optimizer.b1 = 0.9
+  config.optimizer.b2 = 0.95
+  config.optimizer.eps = 1e-8
+  # Decoupled weight decay on matrices only (not norms, biases, gate biases).
+  config.optimizer.weight_decay = 0.1
+  # Global-norm gradient clipping.
+  config.optimizer.clip_norm = 1.0
+
+  config.train = ml_collections.ConfigDict()
+  # Optimizer steps.
+  config.train.steps = 1000
+  # Examples per optimizer step, over all processes.
+  config.train.global_batch_size = 8
+  # Micro-batches accumulated per step (global_batch_size must be a multiple).
+  config.train.grad_accum_steps = 1
+  # Console / metrics.jsonl / TensorBoard every N steps.
+  config.train.log_every = 10
+  # Evaluation every N steps (0: never) over eval_steps batches.
+  config.train.eval_every = 200
+  config.train.eval_steps = 4
+  # Checkpoint every N steps, keeping the last keep_checkpoints; saves are asynchronous.
+  config.train.checkpoint_every = 200
+  config.train.keep_checkpoints = 3
+  config.train.async_checkpoint = True
+  # Grain prefetch threads.
+  config.train.prefetch_threads = 2
+
+  # Device mesh sizes; one may be -1 (all remaining devices).
+  config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  # Logical axis name -> mesh axes (MaxText style).
+  config.logical_axis_rules = [list(rule) for rule in DEFAULT_LOGICAL_AXIS_RULES]
+  return config
+
+
+def apply_runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks any config to run in a minute on a laptop CPU (model, data and schedule)."""
+  model = config.model
+  model.num_layers = min(model.num_layers, 2)
+  model.width = min(model.width, 64)
+  model.num_heads = min(model.num_heads, 4)
+  if "mlp_hidden" in model:
+    model.mlp_hidden = min(model.mlp_hidden or 4 * model.width, 4 * model.width)
+  config.data.seq_len = min(config.data.seq_len, 64)
+  config.train.steps = min(config.train.steps, 20)
+  config.train.global_batch_size = min(config.train.global_batch_size, 4)
+  config.train.grad_accum_steps = 1
+  config.train.log_every = 5
+  config.train.eval_every = 10
+  config.train.eval_steps = 1
+  config.train.checkpoint_every = 10
+  config.optimizer.warmup_steps = min(config.optimizer.warmup_steps, 5)
+  return config
+
+
+def parse_arguments(text: str | None) -> dict:
+  """'size=340m,runlocal' -> {'size': '340m', 'runlocal': True} (big_vision style)."""
+  arguments = {}
+  for item in (text or "").split(","):
+    item = item.strip()
+    if not item:
+      continue
+    key, _, value = item.partition("=")
+    arguments[key.strip()] = value.strip() if value else True
+  return arguments

@@ -1,0 +1,251 @@
+"""train_and_evaluate(config, workdir): trains any model of the zoo from a config.
+
+One process or many (`jax.distributed`), one CPU or a pod: the state is sharded
+over a (data, fsdp, tensor) mesh by the config's logical-axis rules; each process
+feeds its own rows of the global batch; Orbax checkpoints in the workdir make a
+run resumable; SIGTERM saves and exits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from titans_jax import checkpointing, data, metrics, optim, sharding, train_step
+
+
+class NonFiniteError(FloatingPointError):
+  """The loss or gradient became NaN/inf; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What a run did: for notebooks and tests."""
+  step: int
+  history: list  # metrics rows as written to metrics.jsonl
+  workdir: str
+  preempted: bool = False
+  graphdef: Any = None  # nnx.merge(graphdef, state) -> (model, optimizer)
+  state: Any = None
+
+
+def build_model(model_config: ml_collections.ConfigDict, rngs: nnx.Rngs):
+  """The model named by the config's `model` section."""
+  from titans_jax import models  # the zoo: imported here to keep this module light
+
+  return models.build_model(models.ModelConfig(**model_config.to_dict()), rngs)
+
+
+def resolve_model_builder(path: str):
+  """'package.module:function' -> the function; '' -> the zoo's build_model."""
+  if not path:
+    return build_model
+  module_name, _, function_name = path.partition(":")
+  try:
+    module = importlib.import_module(module_name)
+    return getattr(module, function_name)
+  except (ImportError, AttributeError) as error:
+    raise ValueError(f"model_builder={path!r} cannot be imported ({error}); expected "
+                     "'package.module:function' taking (model_config, rngs)") from None
+
+
+def validate(config, workdir: str) -> None:
+  """Cheap checks that name the field, before anything is compiled."""
+  if not workdir:
+    raise ValueError("workdir is empty; pass --workdir=DIR (created if missing; a run there "
+                     "resumes from its checkpoints)")
+  train = config.train
+  for field in ("steps", "global_batch_size", "grad_accum_steps", "log_every",
+                "checkpoint_every", "keep_checkpoints"):
+    if int(train[field]) < 1:
+      raise ValueError(f"train.{field} must be >= 1, got {train[field]}")
+  if train.global_batch_size % train.grad_accum_steps:
+    raise ValueError(f"train.global_batch_size={train.global_batch_size} is not a multiple of "
+                     f"train.grad_accum_steps={train.grad_accum_steps}")
+
+
+class _Preemption:
+  """SIGTERM (preemption) asks the loop to save and exit at the next step."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. a notebook worker): no handler
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _global_batch(local_batch, batch_sharding):
+  return {key: jax.make_array_from_process_local_data(batch_sharding, value)
+          for key, value in local_batch.items()}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       model_builder=None) -> TrainResult:
+  """Trains (or resumes) the config's model in workdir.
+
+  model_builder(model_config, rngs) -> nnx.Module replaces the zoo's build_model,
+  for models of your own (logits [B, T, vocab] from int tokens [B, T]).
+  """
+  validate(config, workdir)
+  model_builder = model_builder or resolve_model_builder(config.get("model_builder", ""))
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  primary = jax.process_index() == 0
+  mesh = sharding.make_mesh(config.mesh.to_dict())
+  rules = sharding.logical_rules(config.logical_axis_rules)
+  batch_split = sharding.batch_divisor(mesh)
+  micro = config.train.global_batch_size // config.train.grad_accum_steps
+  if micro % batch_split:
+    raise ValueError(f"the micro-batch of {micro} rows (train.global_batch_size / "
+                     f"train.grad_accum_steps) does not divide over the mesh's data x fsdp = "
+                     f"{batch_split} devices; use a multiple of {batch_split}")
+
+  # Data first: an unreadable path fails before anything is compiled.
+  vocab_size = int(config.model.vocab_size)
+  loader_args = dict(global_batch_size=config.train.global_batch_size, seed=config.seed,
+                     process_index=jax.process_index(), process_count=jax.process_count())
+  train_batches = data.make_batches(data.make_source(config.data, split="train",
+                                                     vocab_size=vocab_size), **loader_args)
+  eval_batches = data.make_batches(data.make_source(config.data, split="eval",
+                                                    vocab_size=vocab_size),
+                                   shuffle=False, **loader_args)
+
+  tx = optim.make_optimizer(config.optimizer, total_steps=config.train.steps)
+
+  def create_objects():
+    model = model_builder(config.model, nnx.Rngs(config.seed))
+    return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+  # Shapes and shardings first: nothing is allocated until the sharded init below.
+  graphdef, abstract_state = nnx.split(nnx.eval_shape(create_objects))
+  state_shardings = sharding.state_shardings(abstract_state, mesh, rules)
+  batch_sharding = sharding.batch_sharding(mesh)
+  num_params = sum(x.size for x in jax.tree.leaves(nnx.state(abstract_state, nnx.Param)))
+
+  checkpoints = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints,
+                                           async_save=config.train.async_checkpoint)
+  meta = {"model": config.model.to_dict(), "num_params": int(num_params)}
+  latest = checkpoints.latest_step()
+  train_iter = data.make_iterator(train_batches, prefetch_threads=config.train.prefetch_threads)
+  with mesh:
+    if latest is None:
+      init = jax.jit(lambda: nnx.split(create_objects())[1], out_shardings=state_shardings)
+      state = init()
+      start_step = 0
+    else:
+      abstract = jax.tree.map(
+          lambda leaf, where: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=where),
+          abstract_state, state_shardings)
+      state, data_state = checkpoints.restore(latest, abstract, meta)
+      train_iter.set_state(data_state)
+      start_step = latest
+      if primary:
+        print(f"Resuming from the checkpoint of step {latest} in {checkpoints.directory}",
+              flush=True)
+
+    if primary:
+      checkpointing.dump_json(os.path.join(workdir, "config.json"), config.to_dict())
+    step_fn = jax.jit(train_step.make_train_step(graphdef,
+                                                 grad_accum_steps=config.train.grad_accum_steps),
+                      in_shardings=(state_shardings, batch_sharding),
+                      out_shardings=(state_shardings, None), donate_argnums=(0,))
+    eval_fn = jax.jit(train_step.make_eval_step(graphdef),
+                      in_shardings=(state_shardings, batch_sharding))
+    writer = metrics.MetricsWriter(workdir, enabled=primary, total_steps=config.train.steps,
+                                   resume_step=start_step)
+    peak = metrics.peak_flops_per_device(jax.devices()[0].device_kind)
+    tokens_per_step = config.train.global_batch_size * config.data.seq_len
+    history, pending, preempted = [], None, False
+    last_time, last_logged = time.time(), start_step
+
+    def evaluate(state):
+      iterator = iter(eval_batches.to_iter_dataset())
+      totals = {"loss_sum": 0.0, "weight": 0.0, "correct": 0.0}
+      for _ in range(config.train.eval_steps):
+        result = jax.device_get(eval_fn(state, _global_batch(next(iterator), batch_sharding)))
+        totals = {k: totals[k] + float(result[k]) for k in totals}
+      weight = max(totals["weight"], 1.0)
+      return {"eval_loss": totals["loss_sum"] / weight, "eval_accuracy": totals["correct"] / weight}
+
+    def finish(step_metrics, step):
+      """Host side of a finished step: checks and logs (one step late)."""
+      nonlocal last_time, last_logged
+      values = jax.device_get(step_metrics)
+      if not bool(values["finite"]):
+        checkpoints.wait()
+        last_good = checkpoints.latest_step()
+        kept = (f"the last good checkpoint of step {last_good} in {checkpoints.directory} is kept"
+                if last_good is not None else "no checkpoint had been written yet")
+        raise NonFiniteError(
+            f"non-finite loss or gradient at step {step} (loss={float(values['loss'])}, "
+            f"grad_norm={float(values['grad_norm'])}); the run stopped and {kept}")
+      if step % config.train.log_every == 0 or step == config.train.steps:
+        now = time.time()
+        tokens_per_sec = (step - last_logged) * tokens_per_step / max(now - last_time, 1e-9)
+        row = {"loss": values["loss"], "accuracy": values["accuracy"],
+               "grad_norm": values["grad_norm"], "tokens_per_sec": tokens_per_sec,
+               "learning_rate": optim.learning_rate_schedule(
+                   config.optimizer, config.train.steps)(step - 1)}
+        if peak:  # model FLOPs ~ 6 x parameters per token (forward + backward)
+          row["mfu"] = 6 * num_params * tokens_per_sec / (peak * jax.device_count())
+        writer.write(step, row)
+        writer.progress(step, row)
+        history.append({"step": step, **{k: float(v) for k, v in row.items()}})
+        last_time, last_logged = now, step
+
+    try:
+      with _Preemption() as preemption:
+        step = start_step
+        while step < config.train.steps:
+          batch = _global_batch(next(train_iter), batch_sharding)
+          state, step_metrics = step_fn(state, batch)
+          step += 1
+          if pending is not None:
+            finish(*pending)
+          pending = (step_metrics, step)
+          at_eval = config.train.eval_every and step % config.train.eval_every == 0
+          at_save = step % config.train.checkpoint_every == 0 or step == config.train.steps
+          if at_eval or at_save or preemption.requested:
+            finish(*pending)  # a checkpoint only ever holds checked steps
+            pending = None
+          if at_eval:
+            row = evaluate(state)
+            writer.write(step, row)
+            writer.progress(step, row)
+            history.append({"step": step, **row})
+          if at_save or preemption.requested:
+            checkpoints.save(step, state, train_iter.get_state(), meta, force=True)
+          if preemption.requested:
+            preempted = True
+            if primary:
+              print(f"SIGTERM: saved step {step} in {checkpoints.directory}; exiting", flush=True)
+            break
+        if pending is not None:
+          finish(*pending)
+    finally:  # also on errors: async saves finish, files close
+      checkpoints.close()
+      writer.close()
+  return TrainResult(step=step, history=history, workdir=workdir, preempted=preempted,
+                     graphdef=graphdef, state=state)
