@@ -86,3 +86,19 @@ def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted(tmp_path):
   for step in os.listdir(killed / "checkpoints"):
     assert step.isdigit(), f"leftover {step}"
     assert {"data", "meta", "state"} <= set(os.listdir(killed / "checkpoints" / step))
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+  flags = ["--config.train.steps=100000", "--config.train.checkpoint_every=100000",
+           "--config.train.eval_every=0", "--config.train.log_every=1"]
+  child = subprocess.Popen(main_command(tmp_path, *flags), cwd=ROOT, env=ENV,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  for line in child.stdout:
+    if "step 5/" in line:
+      break
+  child.send_signal(signal.SIGTERM)
+  rest = child.communicate(timeout=120)[0]
+  assert child.returncode == 0, rest[-3000:]
+  saved = checkpointing.Checkpointer(str(tmp_path)).latest_step()
+  assert saved is not None and saved >= 5
+  assert f"SIGTERM: saved step {saved}" in rest
