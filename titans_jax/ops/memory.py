@@ -89,22 +89,30 @@ def _mlp_forward(weights, x, activation, residual):
   return h + x if residual else h
 
 
-def _chunk_step(config, carry, chunk):
-  """Advance (W_run, S_run, W_grad) over one chunk; returns outputs [b, d_out]."""
-  activation = get_activation(config.activation)
-  w_run, s_run, w_grad = carry
-  q, k, v, theta, log_eta, log_keep, write, completes = chunk
+def _chunk_coefficients(theta, log_eta, log_keep, write):
+  """Gate-only terms of Eqs. 16-18 for one chunk (no dependence on the weights).
 
-  layer_inputs, deltas = _keys_forward_backward(w_grad, k, v, activation, config.residual)
-
-  # Eq. 16-18 coefficients. momentum_decay[i, j] = E_{j->i}, keep[i, m] = A_{m->i}.
-  momentum_decay = segment_products(log_eta)
-  keep = segment_products(log_keep)
+  Returns C [b, b], D [b], A_{0->i} [b], E_{0->i} [b] and theta_j E_{j->b} [b].
+  """
+  momentum_decay = segment_products(log_eta)   # E_{j->i} at [i, j]
+  keep = segment_products(log_keep)            # A_{m->i} at [i, m]
   momentum_from_start = jnp.exp(jnp.cumsum(log_eta))  # E_{0->i}
   keep_from_start = jnp.exp(jnp.cumsum(log_keep))     # A_{0->i}
   keep_written = keep * write[None, :]
   coeff = (keep_written @ momentum_decay) * theta[None, :]   # C[i, j]
   carried_momentum = keep_written @ momentum_from_start      # D_i
+  last_momentum = theta * momentum_decay[-1]                 # theta_j E_{j->b}
+  return coeff, carried_momentum, keep_from_start, momentum_from_start, last_momentum
+
+
+def _chunk_step(config, carry, chunk):
+  """Advance (W_run, S_run, W_grad) over one chunk; returns outputs [b, d_out]."""
+  activation = get_activation(config.activation)
+  w_run, s_run, w_grad = carry
+  q, k, v, coefficients, completes = chunk
+  coeff, carried_momentum, keep_from_start, momentum_from_start, last_momentum = coefficients
+
+  layer_inputs, deltas = _keys_forward_backward(w_grad, k, v, activation, config.residual)
 
   if config.retrieval == "token":
     x = q
@@ -119,7 +127,7 @@ def _chunk_step(config, carry, chunk):
     y = _mlp_forward(w_grad, q, activation, config.residual)
 
   last_coeff = coeff[-1][:, None]
-  last_momentum = (theta * momentum_decay[-1])[:, None]
+  last_momentum = last_momentum[:, None]
   w_end, s_end = [], []
   for index in range(config.depth):
     h, delta = layer_inputs[index], deltas[index]
@@ -264,9 +272,11 @@ def _memory_apply_jit(config, chunk_offset, state, q, k, v, theta, eta, alpha):
   # Stage 2: per-token log gates, chunked with the chunk axis leading.
   chunked = lambda x: _to_chunks(x, num_chunks, b)
   completes = chunked(valid)[:, :, :, b - 1]  # [n, B, H]: the call covers the chunk's end
+  # Gate-only terms for all chunks at once, outside the sequential scan.
+  coefficients = jax.vmap(jax.vmap(jax.vmap(_chunk_coefficients)))(
+      chunked(theta_p), chunked(safe_log(eta_p)), chunked(safe_log(1.0 - alpha_p)), chunked(valid))
   chunks = (chunked(place(q, 0.0)), chunked(place(k, 0.0)), chunked(place(v, 0.0)),
-            chunked(theta_p), chunked(safe_log(eta_p)), chunked(safe_log(1.0 - alpha_p)),
-            chunked(valid), completes)
+            coefficients, completes)
 
   # Stage 3: the chunk-to-chunk recurrence.
   weights = tuple(w.astype(dtype) for w in state.weights)
