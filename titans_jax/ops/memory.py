@@ -158,28 +158,20 @@ def remat_group_size(config: MemoryConfig, num_chunks: int) -> int:
   return best if best >= target / 2 else int(math.ceil(target))
 
 
-def _scan_chunks(config, carry, chunks):
-  """chunks: pytree with leading axes [n, B, H, ...]; carry: [B, H, ...]."""
+def _scan_chunks(config, carry, chunks, group):
+  """chunks: pytree with leading axes [n, B, H, ...] (n a multiple of group); carry: [B, H, ...]."""
   step = jax.vmap(jax.vmap(lambda c, x: _chunk_step(config, c, x)))
-  num_chunks = jax.tree.leaves(chunks)[0].shape[0]
-  group = remat_group_size(config, num_chunks)
   if group == 0:
     return jax.lax.scan(step, carry, chunks)
-
-  num_groups = -(-num_chunks // group)
-  extra = num_groups * group - num_chunks
-  if extra:  # whole chunks of padding: no gradient, no write, never complete
-    chunks = jax.tree.map(lambda a: jnp.concatenate(
-        [a, jnp.zeros((extra,) + a.shape[1:], a.dtype)], axis=0), chunks)
-  grouped = jax.tree.map(lambda a: a.reshape((num_groups, group) + a.shape[1:]), chunks)
+  num_chunks = jax.tree.leaves(chunks)[0].shape[0]
+  grouped = jax.tree.map(lambda a: a.reshape((num_chunks // group, group) + a.shape[1:]), chunks)
 
   @jax.checkpoint
   def run_group(carry, group_chunks):
     return jax.lax.scan(step, carry, group_chunks)
 
   carry, outputs = jax.lax.scan(run_group, carry, grouped)
-  outputs = outputs.reshape((num_groups * group,) + outputs.shape[2:])
-  return carry, outputs[:num_chunks]
+  return carry, outputs.reshape((num_chunks,) + outputs.shape[2:])
 
 
 # ----------------------------------------------------------------------------
@@ -241,6 +233,10 @@ def _memory_apply_jit(config, chunk_offset, state, q, k, v, theta, eta, alpha):
   else:  # alignment known only at run time: room for any offset
     offset = state.position % b
     num_chunks = -(-(length + b - 1) // b)
+  # Remat groups need a whole number of groups: more chunks of identity tokens.
+  group = remat_group_size(config, num_chunks)
+  if group:
+    num_chunks = -(-num_chunks // group) * group
   padded = num_chunks * b
 
   # Stage 1: pad to whole chunks with tokens that change nothing.
@@ -284,7 +280,7 @@ def _memory_apply_jit(config, chunk_offset, state, q, k, v, theta, eta, alpha):
   chunk_start = tuple(w.astype(dtype) for w in state.chunk_start)
   # At a chunk boundary the gradients are taken at the running weights (spec loop).
   w_grad = jax.tree.map(lambda c, w: jnp.where(starts_mid_chunk, c, w), chunk_start, weights)
-  (w_end, s_end, w_grad_end), y = _scan_chunks(config, (weights, momentum, w_grad), chunks)
+  (w_end, s_end, w_grad_end), y = _scan_chunks(config, (weights, momentum, w_grad), chunks, group)
 
   # Stage 4: back to [B, H, T, d_out].
   y = jnp.moveaxis(y, 0, 2).reshape(y.shape[1:3] + (padded, y.shape[-1]))
