@@ -1,0 +1,338 @@
+"""Memory-layer benchmark: titans_jax's memory op against titans-pytorch, side by side.
+
+  python benchmarks/memory_benchmark.py                 # 2K / 8K / 32K, both retrievals, peers
+  python benchmarks/memory_benchmark.py --quick         # a one-minute look (256 / 512 tokens)
+
+A *memory layer* is what a Titans block runs around the op: q / k / v / gate
+projections of x [B, T, 256], 4 heads of a depth-2 memory (hidden 4 x 64), chunk 64,
+and an output projection. Each measurement (implementation x retrieval x length)
+runs in its own subprocess, so its peak resident memory is its own; forward +
+backward of a scalar loss are timed after a warm-up (compile) step, median of
+`--steps`. The peer is the PyPI package `titans-pytorch`: its default NeuralMemory
+(coarse chunk-level gates, all gradients at the initial weights) and the
+configuration whose math equals ours (`chunk_size=1, batch_size=64`).
+
+FLOPs are counted analytically from the chunk algorithm of `titans_jax/ops/memory.py`
+(see `memory_layer_flops_per_token`); training FLOPs = 3 x forward (the usual
+forward + backward convention; rematerialisation's recompute is not counted as
+useful work). The fraction is taken of this machine's float32 matmul peak,
+measured in the same run by a large jitted matmul.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+D_MODEL, HEADS, HEAD_DIM, EXPANSION, CHUNK, BATCH = 256, 4, 64, 4, 64, 4
+TARGETS = "token >= 2x peer at 2K and >= 5x at 8K; 32K within 20% of 2K; 32K RSS < 4 GB; >= 30% of peak"
+
+
+# ----------------------------------------------------------------------------- FLOPs
+
+
+def memory_layer_flops_per_token(*, retrieval: str, d_model=D_MODEL, heads=HEADS,
+                                 head_dim=HEAD_DIM, hidden=EXPANSION * HEAD_DIM,
+                                 chunk=CHUNK) -> float:
+  """Forward FLOPs per token of the memory layer (2 per multiply-add)."""
+  projections = 2 * d_model * (3 * heads * head_dim + 3 * heads) + 2 * heads * head_dim * d_model
+  dims = [head_dim, hidden, head_dim]
+  memory = 2 * chunk * chunk + 2 * chunk  # C = (A m) E and D, per token
+  for layer, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
+    params = fan_in * fan_out
+    memory += 2 * params                 # keys forward at W_grad
+    if layer > 0:
+      memory += 2 * params               # backprop signal delta to the layer below
+    memory += 4 * params                 # chunk-end W and S: two (d x b)(b x d') per chunk
+    if retrieval == "token":
+      memory += 4 * params               # x W_run and x S_run
+      memory += 2 * chunk * (fan_in + fan_out)  # (x h^T) masked by C, then times delta
+    else:
+      memory += 2 * params               # plain forward at the chunk-start weights
+  return projections + heads * memory
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def _time_steps(run_step, steps: int) -> tuple[float, float]:
+  start = time.perf_counter()
+  run_step()  # warm-up: compile / allocate
+  warmup = time.perf_counter() - start
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    run_step()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times), warmup
+
+
+def worker_jax(length: int, retrieval: str, steps: int) -> dict:
+  import jax
+  import jax.numpy as jnp
+
+  from titans_jax.ops import MemoryConfig, init_memory_state, init_memory_weights, memory_apply
+
+  config = MemoryConfig(depth=2, expansion=EXPANSION, chunk_size=CHUNK, retrieval=retrieval)
+  keys = jax.random.split(jax.random.key(0), 8)
+  inner = HEADS * HEAD_DIM
+  scale = D_MODEL ** -0.5
+  params = {
+      "qkv": scale * jax.random.normal(keys[0], (D_MODEL, 3 * inner)),
+      "gates": scale * jax.random.normal(keys[1], (D_MODEL, 3 * HEADS)),
+      "gate_bias": jnp.tile(jnp.array([-2.0, 2.0, -4.0]), HEADS),  # small theta and alpha, eta ~ 0.9
+      "out": inner ** -0.5 * jax.random.normal(keys[2], (inner, D_MODEL)),
+      "w0": init_memory_weights(keys[3], num_heads=HEADS, d_in=HEAD_DIM, d_out=HEAD_DIM,
+                                config=config),
+  }
+  x = jax.random.normal(keys[4], (BATCH, length, D_MODEL))
+
+  def heads_first(t):  # [B, T, H*d] -> [B, H, T, d]
+    return t.reshape(BATCH, length, HEADS, -1).transpose(0, 2, 1, 3)
+
+  def loss(params, x):
+    q, k, v = jnp.split(jax.nn.silu(x @ params["qkv"]), 3, axis=-1)
+    q, k, v = heads_first(q), heads_first(k), heads_first(v)
+    q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
+    k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+    gates = jax.nn.sigmoid(x @ params["gates"] + params["gate_bias"])
+    gates = gates.reshape(BATCH, length, HEADS, 3).transpose(3, 0, 2, 1)  # [3, B, H, T]
+    theta, eta, alpha = 0.1 * gates[0], gates[1], gates[2]
+    state = init_memory_state(params["w0"], BATCH)
+    y, _ = memory_apply(config, state, q, k, v, theta, eta, alpha)
+    out = y.transpose(0, 2, 1, 3).reshape(BATCH, length, -1) @ params["out"]
+    return jnp.mean(out ** 2)
+
+  step = jax.jit(jax.value_and_grad(loss))
+  seconds, warmup = _time_steps(lambda: jax.block_until_ready(step(params, x)), steps)
+  return {"seconds": seconds, "warmup_seconds": warmup}
+
+
+def worker_torch(length: int, variant: str, steps: int) -> dict:
+  import torch
+  from titans_pytorch import NeuralMemory
+
+  torch.set_num_threads(os.cpu_count() or 1)
+  torch.manual_seed(0)
+  kwargs = dict(dim=D_MODEL, heads=HEADS, dim_head=HEAD_DIM,
+                default_model_kwargs=dict(depth=2, expansion_factor=float(EXPANSION)))
+  if variant == "default":
+    memory = NeuralMemory(chunk_size=CHUNK, **kwargs)
+  else:  # gradients at the chunk-start weights, state per token: our math with chunk 64
+    memory = NeuralMemory(chunk_size=1, batch_size=CHUNK, **kwargs)
+  x = torch.randn(BATCH, length, D_MODEL)
+
+  def run_step():
+    memory.zero_grad(set_to_none=True)
+    retrieved, _ = memory(x)
+    retrieved.pow(2).mean().backward()
+
+  seconds, warmup = _time_steps(run_step, steps)
+  return {"seconds": seconds, "warmup_seconds": warmup}
+
+
+def worker_matmul_peak() -> dict:
+  import jax
+  import jax.numpy as jnp
+
+  best = 0.0
+  for size in (1024, 2048, 3072):
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    matmul = jax.jit(lambda a: a @ a)
+    seconds, _ = _time_steps(lambda: matmul(a).block_until_ready(), 5)
+    best = max(best, 2 * size ** 3 / seconds)
+  return {"flops_per_second": best}
+
+
+def worker_main(args) -> None:
+  if args.worker == "jax":
+    result = worker_jax(args.length, args.mode, args.steps)
+  elif args.worker == "torch":
+    result = worker_torch(args.length, args.mode, args.steps)
+  else:
+    result = worker_matmul_peak()
+  print("RESULT " + json.dumps(result), flush=True)
+
+
+# ----------------------------------------------------------------------------- parent
+
+
+def run_measurement(worker: str, *, length=0, mode="", steps=3, timeout=900,
+                    memory_cap_gb=20.0) -> dict:
+  """Runs one worker subprocess; returns its result with peak RSS, or an error."""
+  import psutil
+
+  command = [sys.executable, os.path.abspath(__file__), f"--worker={worker}",
+             f"--length={length}", f"--mode={mode}", f"--steps={steps}"]
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=env)
+  process, peak, error = psutil.Process(child.pid), 0, None
+  start = time.time()
+  while child.poll() is None:
+    try:
+      peak = max(peak, process.memory_info().rss)
+    except psutil.Error:
+      pass
+    if peak > memory_cap_gb * 2**30:
+      child.kill()
+      error = f"OOM (> {memory_cap_gb:g} GB)"
+    elif time.time() - start > timeout:
+      child.kill()
+      error = f"timeout (> {timeout} s)"
+    time.sleep(0.1)
+  _, rusage = os.wait4(child.pid, 0) if child.returncode is None else (None, None)
+  stdout, stderr = child.communicate()
+  if rusage is not None:
+    peak = max(peak, rusage.ru_maxrss * 1024)
+  if error is None:
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+      tail = stderr.strip().splitlines()[-1:] or ["no output"]
+      error = "OOM" if "MemoryError" in stderr or child.returncode == -9 else f"failed: {tail[0][:120]}"
+  result = json.loads(lines[0][7:]) if error is None else {}
+  return {**result, "peak_rss_gb": peak / 2**30, "error": error}
+
+
+def peer_available() -> bool:
+  try:
+    import titans_pytorch  # noqa: F401
+    import torch  # noqa: F401
+  except ImportError:
+    return False
+  return True
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--lengths", default="2048,8192,32768")
+  parser.add_argument("--modes", default="token,chunk")
+  parser.add_argument("--peers", default="default,exact", help="titans-pytorch variants, or 'none'")
+  parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--quick", action="store_true", help="256 / 512 tokens, one step")
+  parser.add_argument("--timeout", type=int, default=900, help="seconds per measurement")
+  parser.add_argument("--memory_cap_gb", type=float, default=16.0,
+                      help="a measurement above this resident size is stopped and reported OOM")
+  parser.add_argument("--out", default="bench_results")
+  parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+  parser.add_argument("--length", type=int, default=0, help=argparse.SUPPRESS)
+  parser.add_argument("--mode", default="", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.worker:
+    return worker_main(args)
+  if args.quick:
+    args.lengths, args.steps = "256,512", 1
+  lengths = [int(x) for x in args.lengths.split(",")]
+  modes = [m for m in args.modes.split(",") if m]
+  peers = [] if args.peers == "none" else [p for p in args.peers.split(",") if p]
+  if peers and not peer_available():
+    print("titans-pytorch / torch not installed (pip install -e '.[bench]'): peers skipped")
+    peers = []
+
+  peak = run_measurement("matmul")
+  peak_flops = peak.get("flops_per_second", float("nan"))
+  print(f"float32 matmul peak of this machine: {peak_flops / 1e9:.1f} GFLOP/s")
+  rows = []
+  for length in lengths:
+    for mode in modes:
+      rows.append({"impl": "titans_jax", "variant": mode, "length": length,
+                   **run_measurement("jax", length=length, mode=mode, steps=args.steps,
+                                     timeout=args.timeout, memory_cap_gb=args.memory_cap_gb)})
+      print(_row_text(rows[-1]), flush=True)
+    for variant in peers:
+      rows.append({"impl": "titans-pytorch", "variant": variant, "length": length,
+                   **run_measurement("torch", length=length, mode=variant, steps=args.steps,
+                                     timeout=args.timeout, memory_cap_gb=args.memory_cap_gb)})
+      print(_row_text(rows[-1]), flush=True)
+  for row in rows:
+    _derive(row, rows, peak_flops)
+  table = _markdown(rows, peak_flops)
+  checks = _targets(rows, lengths)
+  print("\n" + table + "\n")
+  for line in checks:
+    print(line)
+  os.makedirs(args.out, exist_ok=True)
+  with open(os.path.join(args.out, "memory_benchmark.json"), "w") as handle:
+    json.dump({"matmul_peak_flops": peak_flops, "rows": rows, "targets": checks}, handle, indent=2)
+  with open(os.path.join(args.out, "memory_benchmark.md"), "w") as handle:
+    handle.write(table + "\n\n" + "\n".join(checks) + "\n")
+  print(f"\nwritten: {os.path.join(args.out, 'memory_benchmark.md')} and .json")
+
+
+def _row_text(row) -> str:
+  what = f"{row['impl']:>14} {row['variant']:>7} T={row['length']:>6}"
+  if row["error"]:
+    return f"{what}: {row['error']}"
+  return (f"{what}: {BATCH * row['length'] / row['seconds']:9.0f} tokens/s, "
+          f"peak RSS {row['peak_rss_gb']:.2f} GB")
+
+
+def _derive(row, rows, peak_flops) -> None:
+  if row["error"]:
+    return
+  row["tokens_per_second"] = BATCH * row["length"] / row["seconds"]
+  if row["impl"] == "titans_jax":
+    flops = 3 * memory_layer_flops_per_token(retrieval=row["variant"])
+    row["flops_per_token"] = flops
+    row["gflops_per_second"] = flops * row["tokens_per_second"] / 1e9
+    row["fraction_of_peak"] = flops * row["tokens_per_second"] / peak_flops
+  peer = next((r for r in rows if r["impl"] == "titans-pytorch" and r["variant"] == "default"
+               and r["length"] == row["length"] and not r["error"]), None)
+  if peer is not None:
+    row["speedup_vs_peer_default"] = row["tokens_per_second"] / (
+        BATCH * peer["length"] / peer["seconds"])
+
+
+def _markdown(rows, peak_flops) -> str:
+  lines = [f"float32 matmul peak measured: {peak_flops / 1e9:.1f} GFLOP/s; batch {BATCH}, "
+           f"dim {D_MODEL}, {HEADS} heads x {HEAD_DIM}, depth-2 memory (hidden "
+           f"{EXPANSION * HEAD_DIM}), chunk {CHUNK}, float32, forward + backward",
+           "",
+           "| impl | variant | tokens | tokens/s | peak RSS GB | GFLOP/s | % of peak | x peer default |",
+           "|---|---|---|---|---|---|---|---|"]
+  for row in rows:
+    if row["error"]:
+      lines.append(f"| {row['impl']} | {row['variant']} | {row['length']} | {row['error']} | "
+                   f"{row['peak_rss_gb']:.2f} | | | |")
+      continue
+    gflops = f"{row['gflops_per_second']:.1f}" if "gflops_per_second" in row else ""
+    fraction = f"{100 * row['fraction_of_peak']:.0f}%" if "fraction_of_peak" in row else ""
+    speedup = f"{row['speedup_vs_peer_default']:.2f}" if "speedup_vs_peer_default" in row else ""
+    lines.append(f"| {row['impl']} | {row['variant']} | {row['length']} | "
+                 f"{row['tokens_per_second']:.0f} | {row['peak_rss_gb']:.2f} | {gflops} | "
+                 f"{fraction} | {speedup} |")
+  return "\n".join(lines)
+
+
+def _targets(rows, lengths) -> list[str]:
+  ours = {r["length"]: r for r in rows if r["impl"] == "titans_jax" and r["variant"] == "token"
+          and not r["error"]}
+  checks = [f"targets: {TARGETS}"]
+
+  def check(name, value, ok):
+    checks.append(f"{'PASS' if ok else 'FAIL'}: {name} ({value})")
+
+  for length, factor in ((2048, 2.0), (8192, 5.0)):
+    if length in ours and "speedup_vs_peer_default" in ours[length]:
+      speedup = ours[length]["speedup_vs_peer_default"]
+      check(f"token retrieval at {length} >= {factor}x titans-pytorch default", f"{speedup:.2f}x",
+            speedup >= factor)
+  if 2048 in ours and 32768 in ours:
+    ratio = ours[32768]["tokens_per_second"] / ours[2048]["tokens_per_second"]
+    check("tokens/s at 32K within 20% of 2K", f"{ratio:.2f} of 2K", ratio >= 0.8)
+  if 32768 in ours:
+    check("peak resident memory at 32K < 4 GB", f"{ours[32768]['peak_rss_gb']:.2f} GB",
+          ours[32768]["peak_rss_gb"] < 4.0)
+  if ours:
+    best = max(r["fraction_of_peak"] for r in ours.values())
+    check(">= 30% of the measured float32 matmul peak", f"best {100 * best:.0f}%", best >= 0.3)
+  return checks
+
+
+if __name__ == "__main__":
+  main()
