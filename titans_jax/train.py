@@ -16,9 +16,7 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import nnx
 
 from titans_jax import checkpointing, data, metrics, optim, sharding, train_step
@@ -149,7 +147,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   meta = {"model": config.model.to_dict(), "num_params": int(num_params)}
   latest = checkpoints.latest_step()
   train_iter = data.make_iterator(train_batches, prefetch_threads=config.train.prefetch_threads)
-  with mesh:
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):  # rules also name the activations
     if latest is None:
       init = jax.jit(lambda: nnx.split(create_objects())[1], out_shardings=state_shardings)
       state = init()

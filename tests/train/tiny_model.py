@@ -1,7 +1,6 @@
 """A small NNX language model with logical axis names, for training-system tests."""
 
 import jax
-import ml_collections
 from flax import nnx
 
 from titans_jax import configs

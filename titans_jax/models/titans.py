@@ -1,0 +1,209 @@
+"""The three Titans mixers (paper section 4): memory as a context (MAC), as a gate
+(MAG), and the MAL layer (memory layer, then sliding-window attention).
+
+The gate (x) of MAC and MAG (paper: "normalize the outputs using learnable
+vector-valued weights, followed by a non-linearity"): o = norm_y(y) * sigmoid(norm_m(m)).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from titans_jax import ops
+from titans_jax.models import layers
+from titans_jax.models.attention import Attention
+from titans_jax.models.config import ModelConfig
+from titans_jax.models.memory_block import MemoryBlock, chunk_offset_hint, merge_heads
+from titans_jax.ops import attention as attention_ops
+from titans_jax.ops.conv import conv_initial_state
+from titans_jax.ops.memory_types import is_static_position
+
+
+class OutputGate(nnx.Module):
+  """o = norm_y(y) * sigmoid(norm_m(m)) (the paper's (x) in Eqs. 25 and 28)."""
+
+  def __init__(self, config: ModelConfig):
+    self.norm_y = layers.RMSNorm(config.width, config)
+    self.norm_m = layers.RMSNorm(config.width, config)
+
+  def __call__(self, y, m):
+    return self.norm_y(y) * jax.nn.sigmoid(self.norm_m(m))
+
+
+class Block(nnx.Module):
+  """Pre-norm residual block: x + mixer(norm(x)), then x + SwiGLU(norm(x))."""
+
+  def __init__(self, config: ModelConfig, mixer: nnx.Module, rngs: nnx.Rngs):
+    self.mixer_norm = layers.RMSNorm(config.width, config)
+    self.mixer = mixer
+    self.mlp_norm = layers.RMSNorm(config.width, config)
+    self.mlp = layers.SwiGLU(config, rngs)
+
+  def init_cache(self, batch_size: int) -> dict:
+    return self.mixer.init_cache(batch_size)
+
+  def __call__(self, x, cache: dict):
+    mixed, cache = self.mixer(self.mixer_norm(x), cache)
+    x = layers.constrain(x + mixed, layers.BTD)
+    x = layers.constrain(x + self.mlp(self.mlp_norm(x)), layers.BTD)
+    return x, cache
+
+
+class MAGMixer(nnx.Module):
+  """Memory as a gate (Eqs. 26-28): x~ = [p || x]; y = SWA*(x~); o = y (x) M(x~).
+
+  SWA* lets every query see the persistent tokens; the memory reads them first, when
+  its cache is made, so a stream of any split sees the same x~.
+  """
+
+  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    self.config = config
+    self.attention = Attention(config, rngs, kind="window", num_persistent=config.num_persistent)
+    self.memory = MemoryBlock(config, rngs)
+    self.gate = OutputGate(config)
+
+  def init_cache(self, batch_size: int) -> dict:
+    memory = self.memory.init_cache(batch_size)
+    if self.config.num_persistent:
+      tokens = self.attention.persistent[...].astype(self.config.dtype)
+      _, memory = self.memory(jnp.broadcast_to(tokens, (batch_size,) + tokens.shape), memory)
+    return {"attention": self.attention.init_cache(batch_size), "memory": memory}
+
+  def __call__(self, x, cache: dict):
+    y, attention_cache = self.attention(x, cache["attention"])
+    m, memory_cache = self.memory(x, cache["memory"])
+    return self.gate(y, m), {"attention": attention_cache, "memory": memory_cache}
+
+
+class MALLayer(nnx.Module):
+  """Memory as a layer (Eqs. 29-31), Samba-like: an LMM block (mixer + MLP), then a
+  sliding-window attention block (mixer + MLP). The persistent tokens are prepended to
+  the whole stack by the LM (x~ = [p || x])."""
+
+  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    self.memory_block = Block(config, MemoryBlock(config, rngs), rngs)
+    self.attention_block = Block(config, Attention(config, rngs, kind="window"), rngs)
+
+  def init_cache(self, batch_size: int) -> dict:
+    return {"memory": self.memory_block.init_cache(batch_size),
+            "attention": self.attention_block.init_cache(batch_size)}
+
+  def __call__(self, x, cache: dict):
+    x, memory_cache = self.memory_block(x, cache["memory"])
+    x, attention_cache = self.attention_block(x, cache["attention"])
+    return x, {"memory": memory_cache, "attention": attention_cache}
+
+
+class MACMixer(nnx.Module):
+  """Memory as a context (Eqs. 21-25), segment by segment (length C = segment_len):
+
+    h = M*_{s-1}(q(x))                        # Eq. 21: read the memory of the past segments
+    y = Attn([p || h || x])                   # Eqs. 22-23: token i sees p, h_1..h_i, x_1..x_i
+    M_s = M_{s-1}(y);  o = y (x) M*_s(y)      # Eqs. 24-25: write y, read with token state
+
+  Cache: the memory block's cache, the weights at the segment start, the conv state of
+  the read path, and the keys/values of h and x seen so far in the current segment.
+  """
+
+  def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+    self.config = config
+    self.attention = Attention(config, rngs, kind="segment", num_persistent=config.num_persistent)
+    self.memory = MemoryBlock(config, rngs)
+    self.gate = OutputGate(config)
+
+  def init_cache(self, batch_size: int) -> dict:
+    c = self.config
+    memory = self.memory.init_cache(batch_size)
+    shape = (batch_size, c.segment_len, c.num_heads, c.head_dim)
+    cache = {"memory": memory, "segment_weights": memory["memory"].weights}
+    cache.update({name: jnp.zeros(shape, c.dtype) for name in ("h_k", "h_v", "x_k", "x_v")})
+    if c.use_conv:
+      cache["read_conv"] = conv_initial_state(batch_size, c.conv_kernel, c.width, jnp.dtype(c.dtype))
+    return cache
+
+  def _piece(self, x, cache: dict, offset, chunk_offset=None):
+    """x [B, T, width] lies inside one segment, starting at segment offset `offset`."""
+    c, attention = self.config, self.attention
+    batch, length, _ = x.shape
+    state = cache["memory"]["memory"]
+    positions = state.position + jnp.arange(length, dtype=jnp.int32)
+
+    # Eq. 21: h = M*_{s-1}(q), the memory as it was when the segment began.
+    q_memory, read_conv = self.memory.queries(x, cache.get("read_conv"))
+    h = merge_heads(ops.memory_read(c.memory_config(), state._replace(weights=cache["segment_weights"]),
+                                    q_memory)).astype(x.dtype)
+
+    # Eqs. 22-23: attention over [persistent || h || segment], causal inside the segment.
+    q = attention.queries(x, positions)
+    new = dict(zip(("x_k", "x_v"), attention.keys_values(x, positions)))
+    new.update(zip(("h_k", "h_v"), attention.keys_values(h, positions)))
+    buffers = {name: jax.lax.dynamic_update_slice_in_dim(cache[name], new[name].astype(cache[name].dtype),
+                                                         offset, axis=1) for name in new}
+    seen = jnp.arange(c.segment_len)[None, :] <= (offset + jnp.arange(length))[:, None]  # [T, C]
+    keys, values, mask = [buffers["h_k"], buffers["x_k"]], [buffers["h_v"], buffers["x_v"]], [seen, seen]
+    if c.num_persistent:
+      persistent_k, persistent_v = attention.persistent_keys_values(batch)
+      keys, values = [persistent_k] + keys, [persistent_v] + values
+      mask = [jnp.ones((length, c.num_persistent), bool)] + mask
+    attended = attention_ops._softmax_attend(q, jnp.concatenate(keys, 1), jnp.concatenate(values, 1),
+                                             jnp.concatenate(mask, 1)[None, None])
+    y = attention.output(attended)
+
+    # Eqs. 24-25: write y into the memory; gate y with the read of the updated memory.
+    m, memory_cache = self.memory(y, cache["memory"], chunk_offset=chunk_offset)
+    ends_segment = offset + length == c.segment_len
+    segment_weights = jax.tree.map(lambda now, before: jnp.where(ends_segment, now, before),
+                                   memory_cache["memory"].weights, cache["segment_weights"])
+    new_cache = dict(cache, memory=memory_cache, segment_weights=segment_weights, **buffers)
+    if c.use_conv:
+      new_cache["read_conv"] = read_conv
+    return self.gate(y, m), new_cache
+
+  def __call__(self, x, cache: dict):
+    c = self.config
+    segment, length = c.segment_len, x.shape[1]
+    position = cache["memory"]["memory"].position
+    if not is_static_position(position):
+      if length != 1:
+        raise ValueError(f"MAC with a traced stream position takes one token per call, got {length}; "
+                         "pass a Python int position (eager streaming) for longer pieces")
+      return self._piece(x, cache, position % segment)
+    # Static position: cut into [rest of the current segment] [whole segments] [tail].
+    outputs, start = [], 0
+    head = min((segment - position % segment) % segment, length)
+    if head:
+      out, cache = self._piece(x[:, :head], cache, position % segment)
+      outputs.append(out)
+      start = head
+    whole = (length - start) // segment
+    if whole:
+      out, cache = self._segments(x[:, start:start + whole * segment], cache, whole)
+      outputs.append(out)
+      start += whole * segment
+    if start < length:
+      out, cache = self._piece(x[:, start:], cache, 0)
+      outputs.append(out)
+    return jnp.concatenate(outputs, axis=1), cache
+
+  def _segments(self, x, cache: dict, count: int):
+    """Whole segments as a lax.scan; the memory state flows from one to the next."""
+    c = self.config
+    state = cache["memory"]["memory"]
+    start = int(state.position)
+    hint = chunk_offset_hint(start, c.segment_len, c.memory_chunk)
+    batch = x.shape[0]
+    xs = jnp.swapaxes(x.reshape(batch, count, c.segment_len, c.width), 0, 1)
+    carry = jax.tree.map(jnp.asarray, cache)
+
+    def step(carry, segment_x):
+      out, carry = self._piece(segment_x, carry, 0, chunk_offset=hint)
+      return carry, out
+
+    if c.memory_remat != 0:  # keep one cache per segment for the backward pass, recompute inside
+      step = jax.checkpoint(step)
+    carry, outputs = jax.lax.scan(step, carry, xs)
+    memory = carry["memory"]
+    carry["memory"] = dict(memory, memory=memory["memory"]._replace(position=start + count * c.segment_len))
+    return jnp.swapaxes(outputs, 0, 1).reshape(x.shape[:2] + (-1,)), carry

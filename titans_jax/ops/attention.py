@@ -1,0 +1,88 @@
+"""Attention as pure functions: RoPE, blockwise sliding-window attention with a
+persistent prefix and a streaming cache, full causal attention, MAC's segment mask.
+
+Shapes: q [B, T, H, d]; k, v [B, S, H, d]; positions are absolute stream positions.
+Sliding windows never build a T x T matrix: queries go in blocks, each against the
+keys that can reach it (cost O(T x window)).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+NEG_INF = -1e30
+
+
+def rope(x, positions, base: float = 10000.0):
+  """Rotary embedding (RoFormer): x [B, T, H, d] at integer positions [T] or [B, T]."""
+  half = x.shape[-1] // 2
+  frequencies = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles = positions.astype(jnp.float32)[..., None] * frequencies  # [..., T, half]
+  if angles.ndim == 2:
+    angles = angles[None]
+  cos, sin = jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def _softmax_attend(q, k, v, mask):
+  """q [..., Tq, H, d], k/v [..., Tk, H, d], mask broadcastable to [..., H, Tq, Tk]."""
+  scale = q.shape[-1] ** -0.5
+  scores = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32) * scale
+  scores = jnp.where(mask, scores, NEG_INF)
+  weights = jax.nn.softmax(scores, axis=-1)
+  # A query that sees no key at all (only possible with empty caches) outputs zeros.
+  weights = jnp.where(jnp.any(mask, axis=-1, keepdims=True), weights, 0.0)
+  return jnp.einsum("...hqk,...khd->...qhd", weights.astype(v.dtype), v)
+
+
+def full_causal_attention(q, k, v, q_positions, k_positions, k_valid):
+  """Every query sees every valid key at a position <= its own (Transformer++)."""
+  mask = (k_positions[None, :] <= q_positions[:, None]) & k_valid[None, :]
+  return _softmax_attend(q, k, v, mask[None, None])
+
+
+def sliding_window_attention(q, k, v, *, window: int, q_positions, k_positions, k_valid,
+                             prefix_k=None, prefix_v=None, block_size: int | None = None):
+  """Causal attention over the last `window` positions (the query's own included).
+
+  q [B, T, H, d] at q_positions [T]; k, v [B, window + T, H, d]: the `window` slots
+  before the first query (a streaming cache, invalid where empty) then the T
+  current keys, with k_positions [window + T] and k_valid [window + T].
+  prefix_k / prefix_v [B, P, H, d]: persistent tokens every query sees.
+  Queries go in blocks of Q = min(window, T); block i reads key slots
+  [i Q, i Q + window + Q), so the cost is O(T x (window + Q)), never T x T.
+  """
+  batch, length, heads, dim = q.shape
+  if k.shape[1] != window + length:
+    raise ValueError(f"k has {k.shape[1]} slots; expected window + T = {window + length}")
+  block = block_size or max(min(window, length), 1)
+  blocks = -(-length // block)
+  pad_q = blocks * block - length
+  q_blocks = jnp.pad(q, ((0, 0), (0, pad_q), (0, 0), (0, 0))).reshape(batch, blocks, block, heads, dim)
+  q_pos = jnp.pad(q_positions, (0, pad_q), constant_values=-1).reshape(blocks, block)
+  pad_k = blocks * block + window - k.shape[1]
+  index = jnp.arange(blocks)[:, None] * block + jnp.arange(window + block)[None, :]
+  gather = lambda x, fill: jnp.take(jnp.pad(x, [(0, 0), (0, pad_k)] + [(0, 0)] * (x.ndim - 2),
+                                           constant_values=fill), index, axis=1)
+  k_blocks, v_blocks = gather(k, 0), gather(v, 0)  # [B, blocks, window + Q, H, d]
+  k_pos = jnp.take(jnp.pad(k_positions, (0, pad_k), constant_values=-1), index)
+  k_ok = jnp.take(jnp.pad(k_valid, (0, pad_k), constant_values=False), index)
+  mask = (k_ok[:, None, :] & (k_pos[:, None, :] <= q_pos[:, :, None])
+          & (k_pos[:, None, :] > q_pos[:, :, None] - window))  # [blocks, Q, window + Q]
+  if prefix_k is not None and prefix_k.shape[1] > 0:
+    count = prefix_k.shape[1]
+    expand = lambda p: jnp.broadcast_to(p[:, None], (batch, blocks) + p.shape[1:]).astype(k.dtype)
+    k_blocks = jnp.concatenate([expand(prefix_k), k_blocks], axis=2)
+    v_blocks = jnp.concatenate([expand(prefix_v), v_blocks], axis=2)
+    mask = jnp.concatenate([jnp.ones((blocks, block, count), bool), mask], axis=2)
+  out = _softmax_attend(q_blocks, k_blocks, v_blocks, mask[None, :, None])
+  return out.reshape(batch, blocks * block, heads, dim)[:, :length]
+
+
+def mac_segment_mask(segment: int, num_persistent: int):
+  """MAC's causal rule (spec section 3) over keys [persistent || h || x] of one segment:
+  query i sees every persistent token, h_1..h_i and x_1..x_i. [segment, P + 2 * segment]."""
+  causal = jnp.tril(jnp.ones((segment, segment), bool))
+  return jnp.concatenate([jnp.ones((segment, num_persistent), bool), causal, causal], axis=1)

@@ -1,0 +1,1 @@
+"""Small command-line tools (python -m titans_jax.tools.<name>)."""
