@@ -32,7 +32,8 @@ def base_config(model: dict | None = None) -> ml_collections.ConfigDict:
   config.model_builder = ""
 
   config.data = ml_collections.ConfigDict()
-  # Source: "random" (smoke runs), "text" (local files, byte tokens), "tfds" (ArrayRecord).
+  # Source: "random" (smoke runs), "text" (local files, byte tokens), "tfds" (ArrayRecord),
+  # "niah" / "mqar" (synthetic recall tasks, titans_jax/data/tasks.py).
   config.data.source = "random"
   # Tokens per training example.
   config.data.seq_len = 256
@@ -47,6 +48,16 @@ def base_config(model: dict | None = None) -> ml_collections.ConfigDict:
   config.data.train_split = "train"
   config.data.eval_split = "validation"
   config.data.text_key = "text"
+  # source="niah": S-NIAH flavour "passkey" / "number" / "uuid" (RULER's PK / N / W).
+  config.data.task = "passkey"
+  # source="niah": haystack "noise" (one repeated paragraph) or "essay" (varied generated text).
+  config.data.haystack = "noise"
+  # source="niah": fraction of the haystack before the needle in [0, 1]; -1.0: random per example.
+  config.data.needle_depth = -1.0
+  # source="mqar": key-value pairs, queries at the end (0: every pair), filler "zeros" / "random".
+  config.data.mqar_pairs = 8
+  config.data.mqar_queries = 0
+  config.data.mqar_filler = "random"
 
   config.optimizer = ml_collections.ConfigDict()
   # Peak learning rate of AdamW (spec section 4: 4e-4).
@@ -84,6 +95,13 @@ def base_config(model: dict | None = None) -> ml_collections.ConfigDict:
 
   # Device mesh sizes; one may be -1 (all remaining devices).
   config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+  # XLA's SPMD partitioner: "gspmd" or "shardy" (see titans_jax.sharding.use_partitioner).
+  config.partitioner = "gspmd"
+  # Pin activations by their logical names too (the rules below). Off by default: with
+  # jax 0.10 on CPU, XLA mis-partitioned a MAC whose activations were pinned to the
+  # batch axes (1% loss error on a (2, 2, 2) mesh); parameters and inputs alone let the
+  # partitioner place activations correctly.
+  config.activation_constraints = False
   # Logical axis name -> mesh axes (MaxText style).
   config.logical_axis_rules = [list(rule) for rule in DEFAULT_LOGICAL_AXIS_RULES]
   return config

@@ -111,6 +111,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   primary = jax.process_index() == 0
+  sharding.use_partitioner(config.get("partitioner", "gspmd"))
   mesh = sharding.make_mesh(config.mesh.to_dict())
   rules = sharding.logical_rules(config.logical_axis_rules)
   batch_split = sharding.batch_divisor(mesh)
@@ -147,7 +148,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   meta = {"model": config.model.to_dict(), "num_params": int(num_params)}
   latest = checkpoints.latest_step()
   train_iter = data.make_iterator(train_batches, prefetch_threads=config.train.prefetch_threads)
-  with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):  # rules also name the activations
+  activation_rules = rules if config.get("activation_constraints", False) else ()
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(activation_rules):
     if latest is None:
       init = jax.jit(lambda: nnx.split(create_objects())[1], out_shardings=state_shardings)
       state = init()

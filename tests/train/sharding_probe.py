@@ -1,23 +1,46 @@
-"""Run as a subprocess with 8 CPU devices: trains TinyLM on a (2, 2, 2) mesh and
-prints every parameter's sharding next to what the logical rules say (JSON)."""
+"""Run as a subprocess with 8 CPU devices: trains a model on a (2, 2, 2) mesh and
+prints every parameter's sharding next to what the logical rules say (JSON).
+
+  python tests/train/sharding_probe.py WORKDIR [tiny|zoo] [8|1]
+tiny: TinyLM (plus a bad-batch check); zoo: a tiny Titans MAC from the zoo, whose
+activations carry sharding constraints too. The last argument: devices (1 = one device).
+"""
 
 import json
 import sys
 
 import jax
 
-jax.config.update("jax_num_cpu_devices", 8)
+MODEL = sys.argv[2] if len(sys.argv) > 2 else "tiny"
+DEVICES = int(sys.argv[3]) if len(sys.argv) > 3 else 8
+jax.config.update("jax_num_cpu_devices", DEVICES)
 
 from flax import nnx  # noqa: E402
 
 from tests.train.tiny_model import build_tiny, tiny_config  # noqa: E402
-from titans_jax import sharding, train  # noqa: E402
+from titans_jax import configs, sharding, train  # noqa: E402
+
+
+def zoo_config(mesh):
+  config = configs.base_config()
+  config.model.update(variant="mac", vocab_size=64, width=32, num_heads=4, num_layers=1,
+                      segment_len=8, window=8, memory_chunk=4, num_persistent=2)
+  config.data.seq_len = 16
+  config.train.update(steps=4, global_batch_size=4, log_every=1, eval_every=0, checkpoint_every=4)
+  config.optimizer.update(warmup_steps=1, learning_rate=1e-2)
+  config.mesh.update(mesh)
+  return config
 
 
 def main(workdir):
-  config = tiny_config(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2, "train.eval_every": 0})
-  config.model.width = 32
-  result = train.train_and_evaluate(config, workdir, model_builder=build_tiny)
+  mesh = {"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2} if DEVICES == 8 else {}
+  if MODEL == "zoo":
+    config = zoo_config({key.split(".")[1]: value for key, value in mesh.items()})
+    result = train.train_and_evaluate(config, workdir)
+  else:
+    config = tiny_config(**mesh, **{"train.eval_every": 0})
+    config.model.width = 32
+    result = train.train_and_evaluate(config, workdir, model_builder=build_tiny)
   model, _ = nnx.merge(result.graphdef, result.state)
   rules = dict(sharding.logical_rules(config.logical_axis_rules))
   report = {}
@@ -27,6 +50,9 @@ def main(workdir):
     actual = list(variable.value.sharding.spec) + [None] * (len(names) - len(variable.value.sharding.spec))
     report["/".join(map(str, path))] = {"expected": expected, "actual": actual,
                                         "devices": len(variable.value.sharding.device_set)}
+  if MODEL != "tiny":
+    print("PROBE " + json.dumps(report, default=str))
+    return
   try:  # a batch that does not divide over data x fsdp = 4 devices
     bad = tiny_config(**{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2,
                          "train.global_batch_size": 6})

@@ -47,6 +47,26 @@ def test_mesh_2x2x2_matches_one_device_and_follows_the_rules(tmp_path):
   np.testing.assert_allclose(losses(tmp_path / "mesh"), losses(tmp_path / "single"), rtol=1e-5)
 
 
+def run_probe(workdir, model, devices):
+  probe = subprocess.run([sys.executable, "tests/train/sharding_probe.py", str(workdir), model,
+                          str(devices)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=240)
+  assert probe.returncode == 0, probe.stderr[-3000:]
+  return json.loads(probe.stdout.split("PROBE ", 1)[1])
+
+
+def test_zoo_titans_on_a_2x2x2_mesh_matches_one_device(tmp_path):
+  # Given a tiny Titans MAC from the zoo, trained on 8 devices and on one
+  report = run_probe(tmp_path / "mesh", "zoo", 8)
+  run_probe(tmp_path / "single", "zoo", 1)
+  # Then every parameter is placed as its logical names say, and the losses agree
+  for name, entry in report.items():
+    assert entry["actual"] == entry["expected"], name
+  assert report["layers/0/mixer/attention/q_proj/kernel"]["actual"] == ["fsdp", "tensor"]
+  mesh, single = losses(tmp_path / "mesh"), losses(tmp_path / "single")
+  assert len(mesh) == 4
+  np.testing.assert_allclose(mesh, single, rtol=2e-5)
+
+
 def test_two_processes_match_one(tmp_path):
   command = [sys.executable, "launch/local.py", "--processes=2", "--timeout=240", "--", CONFIG,
              f"--workdir={tmp_path / 'two'}", "--config.train.eval_every=0"]

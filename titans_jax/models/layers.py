@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.core import spmd
+from jax.sharding import PartitionSpec
 
 from titans_jax.models.config import ModelConfig
 
@@ -44,7 +45,10 @@ def constrain(x, names):
   rules = spmd.get_logical_axis_rules()
   if not rules or jax.sharding.get_abstract_mesh().empty:  # no mesh: nothing to say
     return x
-  return jax.lax.with_sharding_constraint(x, spmd.apply_rules(names, rules))
+  # Axes the rules leave unmapped stay free for the partitioner (not forced replicated).
+  spec = [PartitionSpec.UNCONSTRAINED if axis is None else axis
+          for axis in spmd.apply_rules(names, rules)]
+  return jax.lax.with_sharding_constraint(x, PartitionSpec(*spec))
 
 
 BTD = ("activation_batch", "activation_length", "activation_embed")

@@ -21,6 +21,14 @@ from titans_jax.ops.conv import conv_initial_state
 from titans_jax.ops.memory_types import is_static_position
 
 
+def _write(buffer, values, offset):
+  """buffer[:, offset:offset + T] = values; static offsets use slices (no scatter)."""
+  values = values.astype(buffer.dtype)
+  if is_static_position(offset):
+    return jnp.concatenate([buffer[:, :offset], values, buffer[:, offset + values.shape[1]:]], axis=1)
+  return jax.lax.dynamic_update_slice_in_dim(buffer, values, offset, axis=1)
+
+
 class OutputGate(nnx.Module):
   """o = norm_y(y) * sigmoid(norm_m(m)) (the paper's (x) in Eqs. 25 and 28)."""
 
@@ -139,8 +147,7 @@ class MACMixer(nnx.Module):
     q = attention.queries(x, positions)
     new = dict(zip(("x_k", "x_v"), attention.keys_values(x, positions)))
     new.update(zip(("h_k", "h_v"), attention.keys_values(h, positions)))
-    buffers = {name: jax.lax.dynamic_update_slice_in_dim(cache[name], new[name].astype(cache[name].dtype),
-                                                         offset, axis=1) for name in new}
+    buffers = {name: _write(cache[name], new[name], offset) for name in new}
     seen = jnp.arange(c.segment_len)[None, :] <= (offset + jnp.arange(length))[:, None]  # [T, C]
     keys, values, mask = [buffers["h_k"], buffers["x_k"]], [buffers["h_v"], buffers["x_v"]], [seen, seen]
     if c.num_persistent:
