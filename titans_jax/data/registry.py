@@ -3,8 +3,50 @@
 from __future__ import annotations
 
 from titans_jax.data.sources import BYTE_VOCAB_SIZE, ByteTextSource, RandomTokenSource, TfdsTextSource
+from titans_jax.data.tasks import (HAYSTACKS, MQAR_FILLERS, NIAH_TASKS, MqarSource,
+                                   NeedleInHaystackSource)
 
-SOURCES = ("random", "text", "tfds")
+SOURCES = ("random", "text", "tfds", "niah", "mqar")
+
+
+def _split_seed(data_config, split: str) -> int:
+  # Evaluation draws other records than training from the same synthetic task.
+  return int(data_config.seed) + (0 if split == "train" else 1_000_003)
+
+
+def _require_choice(field: str, value, choices: tuple[str, ...]):
+  if value not in choices:
+    raise ValueError(f"{field}={value!r} is unknown; expected one of {choices}")
+
+
+def _make_niah(data_config, *, seed: int, seq_len: int) -> NeedleInHaystackSource:
+  _require_choice("data.task", data_config.task, NIAH_TASKS)
+  _require_choice("data.haystack", data_config.haystack, HAYSTACKS)
+  depth = float(data_config.needle_depth)
+  if depth != -1.0 and not 0.0 <= depth <= 1.0:
+    raise ValueError(f"data.needle_depth={depth} must lie in [0, 1], or be -1.0 for a random "
+                     "depth per example")
+  minimum = NeedleInHaystackSource.min_seq_len(data_config.task)
+  if seq_len < minimum:
+    raise ValueError(f"data.seq_len={seq_len} cannot hold the needle, question and answer of "
+                     f"data.task={data_config.task!r}; expected data.seq_len >= {minimum}")
+  return NeedleInHaystackSource(seq_len=seq_len, task=data_config.task,
+                                haystack=data_config.haystack,
+                                depth=None if depth == -1.0 else depth, seed=seed)
+
+
+def _make_mqar(data_config, *, seed: int, seq_len: int, vocab_size: int) -> MqarSource:
+  _require_choice("data.mqar_filler", data_config.mqar_filler, MQAR_FILLERS)
+  pairs, queries = int(data_config.mqar_pairs), int(data_config.mqar_queries)
+  if pairs < 1 or not 0 <= queries <= pairs:
+    raise ValueError(f"data.mqar_pairs={pairs} must be >= 1 and data.mqar_queries={queries} in "
+                     f"[0, data.mqar_pairs] (0 queries every pair)")
+  if vocab_size < 2 * pairs + 1:
+    raise ValueError(f"data.mqar_pairs={pairs} needs distinct key tokens and separate value "
+                     f"tokens, but model.vocab_size is {vocab_size}; expected model.vocab_size "
+                     f">= {2 * pairs + 1}")
+  return MqarSource(seq_len=seq_len, num_pairs=pairs, num_queries=queries or None,
+                    vocab_size=vocab_size, filler=data_config.mqar_filler, seed=seed)
 
 
 def make_source(data_config, *, split: str, vocab_size: int):
@@ -14,9 +56,12 @@ def make_source(data_config, *, split: str, vocab_size: int):
   if seq_len < 1:
     raise ValueError(f"data.seq_len must be >= 1, got {seq_len}")
   if kind == "random":
-    seed = int(data_config.seed) + (0 if split == "train" else 1_000_003)
-    return RandomTokenSource(vocab_size=vocab_size, seq_len=seq_len, seed=seed)
-  if kind in ("text", "tfds") and vocab_size < BYTE_VOCAB_SIZE:
+    return RandomTokenSource(vocab_size=vocab_size, seq_len=seq_len,
+                             seed=_split_seed(data_config, split))
+  if kind == "mqar":
+    return _make_mqar(data_config, seed=_split_seed(data_config, split), seq_len=seq_len,
+                      vocab_size=vocab_size)
+  if kind in ("text", "tfds", "niah") and vocab_size < BYTE_VOCAB_SIZE:
     raise ValueError(f"data.source={kind!r} gives byte tokens (0..255) but model.vocab_size is "
                      f"{vocab_size}; expected model.vocab_size >= {BYTE_VOCAB_SIZE}")
   if kind == "text":
@@ -31,4 +76,6 @@ def make_source(data_config, *, split: str, vocab_size: int):
     return TfdsTextSource(data_config.tfds_name, split=name_split, seq_len=seq_len,
                           data_dir=data_config.tfds_data_dir or None,
                           text_key=data_config.text_key)
+  if kind == "niah":
+    return _make_niah(data_config, seed=_split_seed(data_config, split), seq_len=seq_len)
   raise ValueError(f"data.source={kind!r} is unknown; expected one of {SOURCES}")
