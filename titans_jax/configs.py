@@ -93,6 +93,13 @@ def base_config(model: dict | None = None) -> ml_collections.ConfigDict:
   # Grain prefetch threads.
   config.train.prefetch_threads = 2
 
+  # After training: S-NIAH accuracy by context length x needle depth (titans_jax.evaluation).
+  # Lengths are multiples of data.seq_len (1 = the training length); empty = skipped.
+  config.recall_eval = ml_collections.ConfigDict()
+  config.recall_eval.length_multiples = ml_collections.FieldReference([], field_type=list)
+  config.recall_eval.depths = [0.0, 0.25, 0.5, 0.75, 1.0]
+  config.recall_eval.samples = 8
+
   # Device mesh sizes; one may be -1 (all remaining devices).
   config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
   # XLA's SPMD partitioner: "gspmd" or "shardy" (see titans_jax.sharding.use_partitioner).

@@ -39,7 +39,37 @@ def main(argv):
           f"{jax.devices()[0].platform} device(s)", flush=True)
   from titans_jax import train  # after distributed init: imports touch no devices before it
 
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  if jax.process_index() == 0 and not result.preempted:
+    _report(FLAGS.config, result)
+
+
+def _report(config, result):
+  """The recall evaluation (when the config asks for it) and where everything is."""
+  import os
+
+  from flax import nnx
+
+  paths = {}
+  multiples = list(config.recall_eval.length_multiples)
+  if multiples:
+    from titans_jax.evaluation import recall
+
+    model, _ = nnx.merge(result.graphdef, result.state)
+    seq_len = int(config.data.seq_len)
+    print(f"Evaluating recall at {', '.join(f'{m}x' for m in multiples)} the training length "
+          f"({seq_len} tokens)", flush=True)
+    outcome = recall.evaluate_recall(
+        model, lengths=[m * seq_len for m in multiples], depths=list(config.recall_eval.depths),
+        samples=int(config.recall_eval.samples), task=config.data.get("task", "passkey"),
+        haystack=config.data.get("haystack", "noise"), piece_len=seq_len, seed=int(config.seed))
+    paths = recall.write_report(outcome, os.path.join(result.workdir, "recall"),
+                                title=f"{config.model.variant}: S-NIAH {outcome.task} accuracy (%)")
+  print(f"\nCheckpoints: {os.path.join(result.workdir, 'checkpoints')}\n"
+        f"Metrics:     {os.path.join(result.workdir, 'metrics.jsonl')} (TensorBoard: tensorboard "
+        f"--logdir {result.workdir})", flush=True)
+  if paths:
+    print(f"Recall:      {paths['json']}\nHeatmap:     {paths['png']}", flush=True)
 
 
 def run():

@@ -249,3 +249,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       writer.close()
   return TrainResult(step=step, history=history, workdir=workdir, preempted=preempted,
                      graphdef=graphdef, state=state)
+
+
+def load_model(workdir: str, step: int | None = None):
+  """(model, config, step) of a workdir's checkpoint (latest by default), on one device.
+
+  For evaluation and generation after training; the run's config comes from the
+  workdir's config.json, so a checkpoint is always read with the model it was made by.
+  """
+  import json
+
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise ValueError(f"{workdir!r} holds no config.json; expected the --workdir of a training run")
+  with open(path) as handle:
+    config = ml_collections.ConfigDict(json.load(handle))
+  model_builder = resolve_model_builder(config.get("model_builder", ""))
+  tx = optim.make_optimizer(config.optimizer, total_steps=config.train.steps)
+
+  def create_objects():
+    model = model_builder(config.model, nnx.Rngs(config.seed))
+    return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+  graphdef, abstract_state = nnx.split(nnx.eval_shape(create_objects))
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  shardings = sharding.state_shardings(abstract_state, mesh, config.logical_axis_rules)
+  abstract = jax.tree.map(lambda leaf, where: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=where),
+                          abstract_state, shardings)
+  num_params = sum(x.size for x in jax.tree.leaves(nnx.state(abstract_state, nnx.Param)))
+  checkpoints = checkpointing.Checkpointer(workdir, async_save=False)
+  try:
+    step = checkpoints.latest_step() if step is None else step
+    if step is None:
+      raise ValueError(f"{workdir!r} holds no checkpoint yet; train first (python -m titans_jax.main)")
+    state, _ = checkpoints.restore(step, abstract, {"model": config.model.to_dict(),
+                                                    "num_params": int(num_params)})
+  finally:
+    checkpoints.close()
+  model, _ = nnx.merge(graphdef, state)
+  return model, config, step
+

@@ -224,3 +224,15 @@ def test_baseline_presets_are_lmm_settings():
   assert (deltanet.variant, deltanet.memory_depth, deltanet.memory_chunk) == ("lmm", 1, 1)
   assert not deltanet.memory_momentum and not deltanet.memory_forgetting
   assert presets.model_config(None, "ttt").memory_chunk == 16
+
+
+def test_repetitive_long_input_keeps_the_memory_finite():
+  # Given a long input of one repeated byte (every key in every chunk the same)
+  model = models.build_model(tiny_config("lmm", num_layers=1, memory_chunk=16), nnx.Rngs(0))
+  x = jnp.full((1, 512), 7, jnp.int32)
+  # Then the default step size keeps the memory (and its gradients) finite
+  def loss(model):
+    return model(x).mean()
+  value, grads = nnx.jit(nnx.value_and_grad(loss))(model)
+  assert np.isfinite(float(value))
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))

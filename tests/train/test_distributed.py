@@ -87,8 +87,10 @@ def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted(tmp_path):
   child = subprocess.Popen(main_command(killed, *flags), cwd=ROOT, env=ENV,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   deadline = time.time() + 240
-  for line in child.stdout:  # kill once a checkpoint exists and training went on past it
-    if "step 60/" in line or time.time() > deadline:
+  committed = killed / "checkpoints" / "50" / "commit_success.txt"
+  for line in child.stdout:  # kill once checkpoint 50 is committed and training went on past it
+    step = int(line.split("step ", 1)[1].split("/", 1)[0]) if "step " in line else 0
+    if (committed.exists() and step > 50) or time.time() > deadline:
       break
   child.send_signal(signal.SIGKILL)
   child.wait()

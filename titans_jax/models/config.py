@@ -68,9 +68,10 @@ class ModelConfig:
   memory_remat: int = -1
   use_conv: bool = True
   conv_kernel: int = 4
-  # theta_t = theta_max * sigmoid(.): with unit-norm keys a linear memory stays stable for
-  # theta < 1 (the delta rule's 2 theta |k|^2 < 2); 1.0 lets a recall task write fast.
-  theta_max: float = 1.0
+  # theta_t = theta_max * sigmoid(.). A chunk's gradients are summed at one point (spec),
+  # so b nearly equal keys (repetitive text) act as one step of b x theta; the linear
+  # memory stays stable while that is < 1. 0 = auto: 1 / memory_chunk.
+  theta_max: float = 0.0
   # Initial gates: theta ~ 0.12 theta_max, eta ~ 0.5, alpha ~ 0.02: a modest step, short
   # momentum and slow forgetting train stably from the first step.
   theta_bias_init: float = -2.0
@@ -89,6 +90,10 @@ class ModelConfig:
     if self.mlp_hidden:
       return self.mlp_hidden
     return -(-int(8 * self.width / 3) // 64) * 64
+
+  @property
+  def theta_scale(self) -> float:
+    return self.theta_max or 1.0 / self.memory_chunk
 
   @property
   def has_memory(self) -> bool:
@@ -146,7 +151,7 @@ def validate(config: ModelConfig) -> None:
   _require(c.memory_activation in ACTIVATIONS, f"model.memory_activation={c.memory_activation!r}; "
            f"expected one of {tuple(ACTIVATIONS)}")
   _require(c.conv_kernel >= 1, f"model.conv_kernel={c.conv_kernel} must be >= 1")
-  _require(c.theta_max > 0, f"model.theta_max={c.theta_max} must be > 0")
+  _require(c.theta_max >= 0, f"model.theta_max={c.theta_max} must be >= 0 (0 = 1 / memory_chunk)")
   _require(c.memory_remat >= -1, f"model.memory_remat={c.memory_remat} must be -1 (auto), 0 (off) "
            "or a number of chunks")
   try:

@@ -96,7 +96,7 @@ class MemoryBlock(nnx.Module):
     q, k, v = (split_heads(t, c.num_heads) for t in (q, k, v))
     q, k = l2_normalize(q), l2_normalize(k)
     gates = lambda dense: jnp.transpose(jax.nn.sigmoid(dense(x).astype(jnp.float32)), (0, 2, 1))
-    theta = c.theta_max * gates(self.theta_gate)
+    theta = c.theta_scale * gates(self.theta_gate)
     return q, k, v, theta, gates(self.eta_gate), gates(self.alpha_gate), conv_state
 
   def queries(self, x, conv_state):
