@@ -94,10 +94,11 @@ def base_config(model: dict | None = None) -> ml_collections.ConfigDict:
   config.train.prefetch_threads = 2
 
   # After training: S-NIAH accuracy by context length x needle depth (titans_jax.evaluation).
-  # Lengths are multiples of data.seq_len (1 = the training length); empty = skipped.
+  # Lengths are multiples of data.seq_len (1 = the training length); () = skipped.
+  # Tuples, so the command line can set them: --config.recall_eval.length_multiples='(1, 4)'.
   config.recall_eval = ml_collections.ConfigDict()
-  config.recall_eval.length_multiples = ml_collections.FieldReference([], field_type=list)
-  config.recall_eval.depths = [0.0, 0.25, 0.5, 0.75, 1.0]
+  config.recall_eval.length_multiples = ml_collections.FieldReference((), field_type=tuple)
+  config.recall_eval.depths = (0.0, 0.25, 0.5, 0.75, 1.0)
   config.recall_eval.samples = 8
 
   # Device mesh sizes; one may be -1 (all remaining devices).

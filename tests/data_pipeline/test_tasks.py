@@ -40,6 +40,7 @@ def test_niah_answer_is_in_the_context_at_its_depth(task, haystack, depth):
     assert sample["inputs"].dtype == np.int32 and sample["weights"].dtype == np.float32
     answer, start, needle = sample["answer"], sample["needle_start"], needle_of(sample, task)
     assert stream[start:start + len(needle)] == needle and answer in needle
+    assert sample["needle_end"] == start + len(needle)
     assert stream.endswith(answer) and len(answer) == (36 if task == "uuid" else 7)
     assert (task == "passkey") == (sample["key"] == b"")
     assert stream.count(answer) == needle.count(answer) + 1  # nowhere else in the haystack

@@ -178,8 +178,8 @@ class NeedleInHaystackSource:
 
   def sample(self, index: int) -> dict:
     """The example plus: answer (bytes), key (bytes, b"" for passkey), depth (the one
-    asked for or drawn), needle_start / answer_start (offsets in the token stream,
-    equal to indices in inputs; the first weighted target is answer_start - 1)."""
+    asked for or drawn), needle_start / needle_end / answer_start (offsets in the token
+    stream, equal to indices in inputs; the first weighted target is answer_start - 1)."""
     rng = np.random.default_rng([self.seed, int(index)])
     key, value = _draw_key_and_value(self.task, rng)
     drawn_depth = float(rng.random())  # drawn always: a fixed depth leaves the rest unchanged
@@ -195,7 +195,8 @@ class NeedleInHaystackSource:
     weights[answer_start - 1:] = 1.0  # target t predicts stream[t + 1]
     tokens = np.frombuffer(stream, np.uint8).astype(np.int32)
     return {**example_from_tokens(tokens, weights), "answer": answer, "key": key.encode(),
-            "depth": depth, "needle_start": needle_start, "answer_start": answer_start}
+            "depth": depth, "needle_start": needle_start, "needle_end": needle_start + len(needle),
+            "answer_start": answer_start}
 
 
 class MqarSource:

@@ -17,7 +17,6 @@ import os
 import sys
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -97,11 +96,13 @@ def evaluate_recall(model, *, lengths, depths, samples: int = 8, task: str = "pa
                                                stack("weights"), piece_len)
       accuracy[-1].append(float(exact.mean()))
       token_accuracy[-1].append(float(correct.sum() / max(total.sum(), 1)))
-    if progress:
-      done = row + 1
+    if progress:  # a bar by tokens streamed: the long contexts are most of the work
+      fraction = sum(lengths[:row + 1]) / sum(lengths)
+      elapsed = time.time() - started
+      bar = "#" * int(24 * fraction) + "." * (24 - int(24 * fraction))
       cells = "  ".join(f"{100 * a:5.1f}%" for a in accuracy[-1])
-      print(f"  recall [{done}/{len(lengths)}] length {length:>7}: {cells}  "
-            f"({time.time() - started:.0f}s)", file=sys.stderr, flush=True)
+      print(f"[{bar}] recall length {length:>7} ({row + 1}/{len(lengths)}): {cells}  "
+            f"left {elapsed * (1 - fraction) / fraction:.0f}s", file=sys.stderr, flush=True)
   return RecallResult(task=task, haystack=haystack, lengths=lengths, depths=depths,
                       accuracy=accuracy, token_accuracy=token_accuracy, samples=samples,
                       seconds=time.time() - started)

@@ -44,7 +44,9 @@ class Attention(nnx.Module):
     return x.reshape(x.shape[:2] + (self.config.num_heads, self.config.head_dim))
 
   def queries(self, x, positions):
-    return attention_ops.rope(self._heads(self.q_proj(x)), positions, self.config.rope_base)
+    """(q with RoPE, q without it: persistent keys are scored with the latter)."""
+    plain = self._heads(self.q_proj(x))
+    return attention_ops.rope(plain, positions, self.config.rope_base), plain
 
   def keys_values(self, x, positions):
     k = attention_ops.rope(self._heads(self.k_proj(x)), positions, self.config.rope_base)
@@ -61,18 +63,25 @@ class Attention(nnx.Module):
 
   # -- the mixer -------------------------------------------------------------------
 
-  def init_cache(self, batch_size: int, position: int = 0) -> dict:
+  def init_cache(self, batch_size: int, position: int = 0, max_length: int = 0) -> dict:
+    """Window kinds keep the last `window` keys. Full attention keeps every key: in a
+    cache that grows (max_length 0), or in max_length fixed slots (decoding under jit,
+    one compiled step for every position; the caller keeps the stream within them)."""
     c = self.config
-    slots = 0 if self.kind == "full" else c.window
+    slots = max_length if self.kind == "full" else c.window
     shape = (batch_size, slots, c.num_heads, c.head_dim)
-    return {"k": jnp.zeros(shape, c.dtype), "v": jnp.zeros(shape, c.dtype),
-            "positions": jnp.full((slots,), -1, jnp.int32), "valid": jnp.zeros((slots,), bool),
-            "position": position}
+    cache = {"k": jnp.zeros(shape, c.dtype), "v": jnp.zeros(shape, c.dtype),
+             "positions": jnp.full((slots,), -1, jnp.int32), "valid": jnp.zeros((slots,), bool),
+             "position": position}
+    if self.kind == "full" and max_length:
+      # The key's presence (static pytree structure, visible under jit) marks fixed slots.
+      cache["fixed_slots"] = jnp.zeros((0,), bool)
+    return cache
 
   def __call__(self, x, cache: dict):
     batch, length, _ = x.shape
     positions = cache["position"] + jnp.arange(length, dtype=jnp.int32)
-    q = self.queries(x, positions)
+    q, q_plain = self.queries(x, positions)
     k_new, v_new = self.keys_values(x, positions)
     k = jnp.concatenate([cache["k"], k_new.astype(cache["k"].dtype)], axis=1)
     v = jnp.concatenate([cache["v"], v_new.astype(cache["v"].dtype)], axis=1)
@@ -83,20 +92,21 @@ class Attention(nnx.Module):
       prefix_k, prefix_v = self.persistent_keys_values(batch)
     if self.kind == "full":
       if prefix_k is not None:
-        k, v = jnp.concatenate([prefix_k, k], axis=1), jnp.concatenate([prefix_v, v], axis=1)
-        k_positions = jnp.concatenate([jnp.full((self.num_persistent,), -1, jnp.int32), k_positions])
-        k_valid = jnp.concatenate([jnp.ones((self.num_persistent,), bool), k_valid])
-        mask = (k_positions[None, :] <= positions[:, None]) | (k_positions[None, :] < 0)
-        attended = attention_ops._softmax_attend(q, k, v, (mask & k_valid[None, :])[None, None])
+        mask = (k_positions[None, :] <= positions[:, None]) & k_valid[None, :]
+        attended = attention_ops._softmax_attend(q, k, v, mask[None, None], (q_plain, prefix_k, prefix_v))
       else:
         attended = attention_ops.full_causal_attention(q, k, v, positions, k_positions, k_valid)
-      new_cache = {"k": k[:, self.num_persistent:], "v": v[:, self.num_persistent:],
-                   "positions": k_positions[self.num_persistent:], "valid": k_valid[self.num_persistent:]}
+      # A fixed-slot cache keeps its size (the oldest slots, still empty, drop out).
+      slots = cache["k"].shape[1] if "fixed_slots" in cache else k.shape[1]
+      new_cache = {"k": k[:, -slots:], "v": v[:, -slots:], "positions": k_positions[-slots:],
+                   "valid": k_valid[-slots:]}
+      if "fixed_slots" in cache:
+        new_cache["fixed_slots"] = cache["fixed_slots"]
     else:
       window = self.config.window
       attended = attention_ops.sliding_window_attention(
           q, k, v, window=window, q_positions=positions, k_positions=k_positions, k_valid=k_valid,
-          prefix_k=prefix_k, prefix_v=prefix_v)
+          prefix_k=prefix_k, prefix_v=prefix_v, q_plain=q_plain)
       new_cache = {"k": k[:, -window:], "v": v[:, -window:], "positions": k_positions[-window:],
                    "valid": k_valid[-window:]}
     new_cache["position"] = cache["position"] + length

@@ -52,7 +52,10 @@ class ModelConfig:
 
   window: int = 64
   segment_len: int = 64
-  # Paper gives no N_p; 4 per spec section 1 (0 disables: the Table 5 ablation).
+  # Paper gives no N_p; 4 per spec section 1 (0 disables: the Table 5 ablation). Queries
+  # score the persistent keys without RoPE: they have no place in the sequence, so how
+  # much a query reads them does not depend on where it is (and stays as trained at
+  # lengths never trained on).
   num_persistent: int = 4
   rope_base: float = 10000.0
 
@@ -72,6 +75,12 @@ class ModelConfig:
   # so b nearly equal keys (repetitive text) act as one step of b x theta; the linear
   # memory stays stable while that is < 1. 0 = auto: 1 / memory_chunk.
   theta_max: float = 0.0
+  # theta_t also x (1 - eta_t) when momentum is on: inside a chunk the momentum (Eq. 10)
+  # re-applies each gradient up to 1 / (1 - eta) times with no feedback, so without this
+  # factor a learned eta -> 1 pushes the step past the bound above and the memory
+  # diverges on long inputs (seen: weights ~1e19 after ~500 tokens of a repetitive
+  # haystack). Still a data-dependent theta_t, as the paper has it.
+  theta_momentum_scaled: bool = True
   # Initial gates: theta ~ 0.12 theta_max, eta ~ 0.5, alpha ~ 0.02: a modest step, short
   # momentum and slow forgetting train stably from the first step.
   theta_bias_init: float = -2.0

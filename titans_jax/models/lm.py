@@ -100,9 +100,13 @@ class TitansLM(nnx.Module):
       new_caches.append(cache)
     return x, new_caches
 
-  def init_cache(self, batch_size: int) -> list:
-    """Fresh streaming state; LMM and MAL first read the persistent tokens (Eqs. 19, 29)."""
-    caches = [layer.init_cache(batch_size) for layer in self.layers]
+  def init_cache(self, batch_size: int, max_length: int = 0) -> list:
+    """Fresh streaming state; LMM and MAL first read the persistent tokens (Eqs. 19, 29).
+
+    max_length > 0 gives full attention (Transformer++) fixed slots for that many
+    positions, so a jitted decoding step compiles once; every other variant's state is
+    bounded already (memory weights, windows, MAC's segment) and ignores it."""
+    caches = [layer.init_cache(batch_size, max_length) for layer in self.layers]
     if self.config.model_prefix:
       tokens = self.persistent[...].astype(self.config.dtype)
       _, caches = self._stack(jnp.broadcast_to(tokens, (batch_size,) + tokens.shape), caches)

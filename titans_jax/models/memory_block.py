@@ -2,7 +2,7 @@
 causal convolution, gates, a multi-head neural memory, output norm and gate.
 
     q = l2norm(silu(conv(x W_Q)))   k = l2norm(silu(conv(x W_K)))   v = silu(conv(x W_V))
-    theta = theta_max sigmoid(x w_theta + b)   eta = sigmoid(.)   alpha = sigmoid(.)
+    theta = theta_max sigmoid(x w_theta + b) (1 - eta)   eta = sigmoid(.)   alpha = sigmoid(.)
     y = memory(q, k, v, theta, eta, alpha)            # ops.memory_apply, one memory per head
     out = W_O(rmsnorm_per_head(y) * silu(x W_G))
 
@@ -96,8 +96,10 @@ class MemoryBlock(nnx.Module):
     q, k, v = (split_heads(t, c.num_heads) for t in (q, k, v))
     q, k = l2_normalize(q), l2_normalize(k)
     gates = lambda dense: jnp.transpose(jax.nn.sigmoid(dense(x).astype(jnp.float32)), (0, 2, 1))
-    theta = c.theta_scale * gates(self.theta_gate)
-    return q, k, v, theta, gates(self.eta_gate), gates(self.alpha_gate), conv_state
+    theta, eta = c.theta_scale * gates(self.theta_gate), gates(self.eta_gate)
+    if c.memory_momentum and c.theta_momentum_scaled:
+      theta = theta * (1.0 - eta)  # see ModelConfig.theta_momentum_scaled
+    return q, k, v, theta, eta, gates(self.alpha_gate), conv_state
 
   def queries(self, x, conv_state):
     """The q path alone (MAC's read h = M*(q), Eq. 21): [B, H, T, d] and the conv state."""

@@ -29,6 +29,15 @@ def _write(buffer, values, offset):
   return jax.lax.dynamic_update_slice_in_dim(buffer, values, offset, axis=1)
 
 
+def _on_host(value) -> bool:
+  """True for a concrete array, False for a tracer (inside jit)."""
+  try:
+    int(value)
+    return True
+  except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
+    return False
+
+
 class OutputGate(nnx.Module):
   """o = norm_y(y) * sigmoid(norm_m(m)) (the paper's (x) in Eqs. 25 and 28)."""
 
@@ -49,8 +58,10 @@ class Block(nnx.Module):
     self.mlp_norm = layers.RMSNorm(config.width, config)
     self.mlp = layers.SwiGLU(config, rngs)
 
-  def init_cache(self, batch_size: int) -> dict:
-    return self.mixer.init_cache(batch_size)
+  def init_cache(self, batch_size: int, max_length: int = 0) -> dict:
+    if isinstance(self.mixer, Attention) and self.mixer.kind == "full":
+      return self.mixer.init_cache(batch_size, max_length=max_length)
+    return self.mixer.init_cache(batch_size)  # bounded state: needs no length
 
   def __call__(self, x, cache: dict):
     mixed, cache = self.mixer(self.mixer_norm(x), cache)
@@ -94,7 +105,8 @@ class MALLayer(nnx.Module):
     self.memory_block = Block(config, MemoryBlock(config, rngs), rngs)
     self.attention_block = Block(config, Attention(config, rngs, kind="window"), rngs)
 
-  def init_cache(self, batch_size: int) -> dict:
+  def init_cache(self, batch_size: int, max_length: int = 0) -> dict:
+    del max_length  # memory and window: bounded state
     return {"memory": self.memory_block.init_cache(batch_size),
             "attention": self.attention_block.init_cache(batch_size)}
 
@@ -144,18 +156,15 @@ class MACMixer(nnx.Module):
                                     q_memory)).astype(x.dtype)
 
     # Eqs. 22-23: attention over [persistent || h || segment], causal inside the segment.
-    q = attention.queries(x, positions)
+    q, q_plain = attention.queries(x, positions)
     new = dict(zip(("x_k", "x_v"), attention.keys_values(x, positions)))
     new.update(zip(("h_k", "h_v"), attention.keys_values(h, positions)))
     buffers = {name: _write(cache[name], new[name], offset) for name in new}
     seen = jnp.arange(c.segment_len)[None, :] <= (offset + jnp.arange(length))[:, None]  # [T, C]
-    keys, values, mask = [buffers["h_k"], buffers["x_k"]], [buffers["h_v"], buffers["x_v"]], [seen, seen]
-    if c.num_persistent:
-      persistent_k, persistent_v = attention.persistent_keys_values(batch)
-      keys, values = [persistent_k] + keys, [persistent_v] + values
-      mask = [jnp.ones((length, c.num_persistent), bool)] + mask
+    keys, values = [buffers["h_k"], buffers["x_k"]], [buffers["h_v"], buffers["x_v"]]
+    prefix = (q_plain,) + attention.persistent_keys_values(batch) if c.num_persistent else None
     attended = attention_ops._softmax_attend(q, jnp.concatenate(keys, 1), jnp.concatenate(values, 1),
-                                             jnp.concatenate(mask, 1)[None, None])
+                                             jnp.concatenate([seen, seen], 1)[None, None], prefix)
     y = attention.output(attended)
 
     # Eqs. 24-25: write y into the memory; gate y with the read of the updated memory.
@@ -172,6 +181,12 @@ class MACMixer(nnx.Module):
     c = self.config
     segment, length = c.segment_len, x.shape[1]
     position = cache["memory"]["memory"].position
+    if not is_static_position(position) and _on_host(position):
+      # A concrete array (a loaded state, a cache from a jitted step): the segment cuts
+      # below need the position as a Python int.
+      position = int(position)
+      memory = dict(cache["memory"], memory=cache["memory"]["memory"]._replace(position=position))
+      cache = dict(cache, memory=memory)
     if not is_static_position(position):
       if length != 1:
         raise ValueError(f"MAC with a traced stream position takes one token per call, got {length}; "

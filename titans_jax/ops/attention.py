@@ -26,14 +26,29 @@ def rope(x, positions, base: float = 10000.0):
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
-def _softmax_attend(q, k, v, mask):
-  """q [..., Tq, H, d], k/v [..., Tk, H, d], mask broadcastable to [..., H, Tq, Tk]."""
+def _softmax_attend(q, k, v, mask, prefix=None):
+  """q [..., Tq, H, d], k/v [..., Tk, H, d], mask broadcastable to [..., H, Tq, Tk].
+
+  prefix: (q_plain, prefix_k, prefix_v), keys every query sees (the persistent tokens,
+  [..., P, H, d]), scored with the queries before RoPE: persistent tokens hold task
+  knowledge with no place in the sequence, so how much a query reads them must not
+  depend on where the query is (with RoPE it would drift past the trained lengths).
+  """
   scale = q.shape[-1] ** -0.5
   scores = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32) * scale
   scores = jnp.where(mask, scores, NEG_INF)
+  sees_a_key = jnp.any(mask, axis=-1, keepdims=True)
+  if prefix is not None:
+    q_plain, prefix_k, prefix_v = prefix
+    prefix_scores = jnp.einsum("...qhd,...khd->...hqk", q_plain, prefix_k,
+                               preferred_element_type=jnp.float32) * scale
+    scores = jnp.concatenate([prefix_scores, jnp.broadcast_to(scores, prefix_scores.shape[:-1]
+                                                              + scores.shape[-1:])], axis=-1)
+    v = jnp.concatenate([prefix_v.astype(v.dtype), v], axis=-3)
+    sees_a_key = True
   weights = jax.nn.softmax(scores, axis=-1)
   # A query that sees no key at all (only possible with empty caches) outputs zeros.
-  weights = jnp.where(jnp.any(mask, axis=-1, keepdims=True), weights, 0.0)
+  weights = jnp.where(sees_a_key, weights, 0.0)
   return jnp.einsum("...hqk,...khd->...qhd", weights.astype(v.dtype), v)
 
 
@@ -44,13 +59,14 @@ def full_causal_attention(q, k, v, q_positions, k_positions, k_valid):
 
 
 def sliding_window_attention(q, k, v, *, window: int, q_positions, k_positions, k_valid,
-                             prefix_k=None, prefix_v=None, block_size: int | None = None):
+                             prefix_k=None, prefix_v=None, q_plain=None, block_size: int | None = None):
   """Causal attention over the last `window` positions (the query's own included).
 
   q [B, T, H, d] at q_positions [T]; k, v [B, window + T, H, d]: the `window` slots
   before the first query (a streaming cache, invalid where empty) then the T
   current keys, with k_positions [window + T] and k_valid [window + T].
-  prefix_k / prefix_v [B, P, H, d]: persistent tokens every query sees.
+  prefix_k / prefix_v [B, P, H, d]: persistent tokens every query sees, scored with
+  q_plain [B, T, H, d] (the queries before RoPE; see _softmax_attend).
   Queries go in blocks of Q = min(window, T); block i reads key slots
   [i Q, i Q + window + Q), so the cost is O(T x (window + Q)), never T x T.
   """
@@ -71,13 +87,14 @@ def sliding_window_attention(q, k, v, *, window: int, q_positions, k_positions, 
   k_ok = jnp.take(jnp.pad(k_valid, (0, pad_k), constant_values=False), index)
   mask = (k_ok[:, None, :] & (k_pos[:, None, :] <= q_pos[:, :, None])
           & (k_pos[:, None, :] > q_pos[:, :, None] - window))  # [blocks, Q, window + Q]
+  prefix = None
   if prefix_k is not None and prefix_k.shape[1] > 0:
-    count = prefix_k.shape[1]
+    if q_plain is None:
+      raise ValueError("persistent keys need q_plain, the queries before RoPE")
     expand = lambda p: jnp.broadcast_to(p[:, None], (batch, blocks) + p.shape[1:]).astype(k.dtype)
-    k_blocks = jnp.concatenate([expand(prefix_k), k_blocks], axis=2)
-    v_blocks = jnp.concatenate([expand(prefix_v), v_blocks], axis=2)
-    mask = jnp.concatenate([jnp.ones((blocks, block, count), bool), mask], axis=2)
-  out = _softmax_attend(q_blocks, k_blocks, v_blocks, mask[None, :, None])
+    plain_blocks = jnp.pad(q_plain, ((0, 0), (0, pad_q), (0, 0), (0, 0))).reshape(q_blocks.shape)
+    prefix = (plain_blocks, expand(prefix_k), expand(prefix_v))
+  out = _softmax_attend(q_blocks, k_blocks, v_blocks, mask[None, :, None], prefix)
   return out.reshape(batch, blocks * block, heads, dim)[:, :length]
 
 
