@@ -33,7 +33,8 @@ def base_config(model: dict | None = None) -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict()
   # Source: "random" (smoke runs), "text" (local files, byte tokens), "tfds" (ArrayRecord),
-  # "niah" / "mqar" (synthetic recall tasks, titans_jax/data/tasks.py).
+  # "niah" / "mqar" (synthetic recall tasks, titans_jax/data/tasks.py), "packed" (shards of
+  # python -m titans_jax.tools.pretokenize in data.train_path / data.eval_path).
   config.data.source = "random"
   # Tokens per training example.
   config.data.seq_len = 256

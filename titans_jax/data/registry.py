@@ -6,7 +6,7 @@ from titans_jax.data.sources import BYTE_VOCAB_SIZE, ByteTextSource, RandomToken
 from titans_jax.data.tasks import (HAYSTACKS, MQAR_FILLERS, NIAH_TASKS, MqarSource,
                                    NeedleInHaystackSource)
 
-SOURCES = ("random", "text", "tfds", "niah", "mqar")
+SOURCES = ("random", "text", "tfds", "niah", "mqar", "packed")
 
 
 def _split_seed(data_config, split: str) -> int:
@@ -49,6 +49,22 @@ def _make_mqar(data_config, *, seed: int, seq_len: int, vocab_size: int) -> Mqar
                     vocab_size=vocab_size, filler=data_config.mqar_filler, seed=seed)
 
 
+def _make_packed(data_config, *, split: str, seq_len: int, vocab_size: int):
+  from titans_jax.data.packing import PackedSource
+
+  pattern = data_config.train_path if split == "train" else (data_config.eval_path or
+                                                             data_config.train_path)
+  if not pattern:
+    raise ValueError("data.source='packed' needs data.train_path: the shards the pretokenize tool "
+                     "wrote (e.g. 'corpus/train-*.array_record')")
+  source = PackedSource(pattern, seq_len=seq_len)
+  needed = int(source.metadata.get("vocab_size", 0))
+  if needed > vocab_size:
+    raise ValueError(f"the packed shards use token ids up to {needed - 1} (their packing.json) but "
+                     f"model.vocab_size is {vocab_size}; expected model.vocab_size >= {needed}")
+  return source
+
+
 def make_source(data_config, *, split: str, vocab_size: int):
   """split: "train" or "eval". Raises ValueError for unknown or unreadable data."""
   kind = data_config.source
@@ -78,4 +94,6 @@ def make_source(data_config, *, split: str, vocab_size: int):
                           text_key=data_config.text_key)
   if kind == "niah":
     return _make_niah(data_config, seed=_split_seed(data_config, split), seq_len=seq_len)
+  if kind == "packed":
+    return _make_packed(data_config, split=split, seq_len=seq_len, vocab_size=vocab_size)
   raise ValueError(f"data.source={kind!r} is unknown; expected one of {SOURCES}")

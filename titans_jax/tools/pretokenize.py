@@ -1,0 +1,89 @@
+"""Pretokenize a corpus into packed ArrayRecord shards for `data.source="packed"`.
+
+    python -m titans_jax.tools.pretokenize --inputs='corpus/*.jsonl' --text_key=text \\
+        --tokenizer=sentencepiece:/models/llama2.model --seq_len=4096 --num_shards=16 \\
+        --out=/data/fineweb/train
+
+Inputs: .txt (a file is a document), .jsonl (a line is a document, its `text_key`
+field), .parquet (a row is a document; needs pyarrow). Documents are wrapped in the
+tokenizer's BOS / EOS (or the ids given) and packed to seq_len + 1 tokens per row
+(titans_jax.data.packing); `OUT-NNNNN-of-MMMMM.array_record` shards and
+`OUT.packing.json` (tokenizer, ids, counts) are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from typing import Iterator
+
+from titans_jax.data import packing
+from titans_jax.data.tokenizers import load_tokenizer
+
+SUFFIXES = (".txt", ".jsonl", ".parquet")
+
+
+def read_documents(paths: list[str], text_key: str = "text") -> Iterator[str]:
+  for path in paths:
+    if path.endswith(".txt"):
+      with open(path, encoding="utf-8") as handle:
+        yield handle.read()
+    elif path.endswith(".jsonl"):
+      with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+          if line.strip():
+            record = json.loads(line)
+            if text_key not in record:
+              raise ValueError(f"{path}:{number} has no field {text_key!r}; expected --text_key to "
+                               f"name its text field (it has {sorted(record)})")
+            yield record[text_key]
+    elif path.endswith(".parquet"):
+      import pyarrow.parquet as parquet
+
+      table = parquet.read_table(path, columns=[text_key])
+      yield from table.column(text_key).to_pylist()
+    else:
+      raise ValueError(f"cannot read {path!r}; expected files ending in {SUFFIXES}")
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--inputs", required=True, help="files or globs, comma-separated")
+  parser.add_argument("--out", required=True, help="output prefix (folder/name)")
+  parser.add_argument("--seq_len", type=int, required=True, help="training length (rows hold +1)")
+  parser.add_argument("--tokenizer", default="byte", help="byte | sentencepiece:PATH | hf:PATH")
+  parser.add_argument("--text_key", default="text", help="the text field of jsonl / parquet")
+  parser.add_argument("--bos_id", type=int, default=None, help="default: the tokenizer's BOS (if any)")
+  parser.add_argument("--eos_id", type=int, default=None, help="default: the tokenizer's EOS (if any)")
+  parser.add_argument("--num_shards", type=int, default=1)
+  args = parser.parse_args(argv)
+  paths = sorted(path for pattern in args.inputs.split(",") if pattern
+                 for path in glob.glob(os.path.expanduser(pattern)))
+  if not paths:
+    parser.error(f"--inputs={args.inputs!r} matches no file; expected files or globs of {SUFFIXES}")
+  unreadable = [path for path in paths if not path.endswith(SUFFIXES)]
+  if unreadable:
+    parser.error(f"cannot read {unreadable[:3]}; expected files ending in {SUFFIXES}")
+  tokenizer = load_tokenizer(args.tokenizer)
+  bos = tokenizer.bos_id if args.bos_id is None else args.bos_id
+  eos = tokenizer.eos_id if args.eos_id is None else args.eos_id
+  for name, value in (("bos_id", bos), ("eos_id", eos)):
+    if value is not None and not 0 <= value < max(tokenizer.vocab_size, value + 1):
+      parser.error(f"--{name}={value} is negative; expected a token id")
+  documents = (tokenizer.encode(text) for text in read_documents(paths, args.text_key))
+  rows = packing.pack_documents(documents, seq_len=args.seq_len, bos_id=bos, eos_id=eos)
+  info = packing.write_shards(rows, args.out, seq_len=args.seq_len, num_shards=args.num_shards,
+                              metadata={"tokenizer": args.tokenizer, "bos_id": bos, "eos_id": eos,
+                                        "vocab_size": max([tokenizer.vocab_size] + [
+                                            i + 1 for i in (bos, eos) if i is not None]),
+                                        "inputs": paths})
+  print(f"{info['num_records']} rows of {args.seq_len + 1} tokens in {args.num_shards} shard(s): "
+        f"{args.out}-*.array_record", file=sys.stderr)
+  return info
+
+
+if __name__ == "__main__":
+  main()
