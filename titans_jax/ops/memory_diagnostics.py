@@ -24,9 +24,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from titans_jax.ops.activations import get_activation
-from titans_jax.ops.memory_reference import associative_loss, mlp_forward
-from titans_jax.ops.memory_types import MemoryConfig, MemoryState, state_dtype, validate_inputs
+from titans_jax.ops.memory_reference import associative_loss, scan_tokens
+from titans_jax.ops.memory_types import MemoryConfig, MemoryState, validate_inputs
 
 
 class MemoryDiagnostics(NamedTuple):
@@ -61,49 +60,13 @@ def _norm(tree):
 
 @functools.partial(jax.jit, static_argnums=0)
 def _diagnostics_jit(config, state, q, k, v, theta, eta, alpha):
-  dtype = state_dtype(state.weights[0].dtype)
-  activation = get_activation(config.activation)
-  b = config.chunk_size
-  loss = lambda weights, key, value: associative_loss(weights, key, value, activation,
-                                                      config.residual)
-  loss_and_grad = jax.value_and_grad(loss)
+  def report(step):  # the reference loop's token step, measured
+    loss = lambda weights: associative_loss(weights, step["k"], step["v"], step["activation"],
+                                            step["residual"])
+    return MemoryDiagnostics(_norm(step["u"]), loss(step["w_grad"]), loss(step["w_before"]),
+                             loss(step["w_after"]), step["theta"], step["eta"], step["alpha"])
 
-  def one_row(weights, momentum, chunk_start, chunk_gates, position, q, k, v, gates):
-    def step(carry, token):
-      w, s, w_grad, g_chunk, pos = carry
-      q_t, k_t, v_t, g_t = token
-      new_chunk = pos % b == 0
-      w_grad = jax.tree.map(lambda a, c: jnp.where(new_chunk, a, c), w, w_grad)
-      g_chunk = jnp.where(new_chunk, g_t, g_chunk)
-      theta_t, eta_t, alpha_t = g_chunk if config.gate_mode == "chunk" else g_t
-      if not config.momentum:
-        eta_t = jnp.zeros_like(eta_t)
-      if not config.forgetting:
-        alpha_t = jnp.zeros_like(alpha_t)
-      loss_chunk_start, u = loss_and_grad(w_grad, k_t, v_t)  # Eq. 12 at the chunk start
-      loss_before = loss(w, k_t, v_t)
-      s = tuple(eta_t * s_l - theta_t * u_l for s_l, u_l in zip(s, u))  # Eq. 13 (momentum)
-      w = tuple((1 - alpha_t) * w_l + s_l for w_l, s_l in zip(w, s))    # Eq. 13 (forgetting)
-      read = w if config.retrieval == "token" else w_grad
-      y_t = mlp_forward(read, q_t, activation, config.residual)
-      report = (_norm(u), loss_chunk_start, loss_before, loss(w, k_t, v_t), theta_t, eta_t, alpha_t)
-      return (w, s, w_grad, g_chunk, pos + 1), (y_t, report)
-
-    carry = (weights, momentum, chunk_start, chunk_gates, position)
-    (w, s, w_grad, g_chunk, pos), (y, report) = jax.lax.scan(step, carry, (q, k, v, gates))
-    # The state names the chunk of the *next* token: at a boundary that is W itself.
-    w_grad = jax.tree.map(lambda a, c: jnp.where(pos % b == 0, a, c), w, w_grad)
-    return y, w, s, w_grad, g_chunk, report
-
-  row = jax.vmap(jax.vmap(one_row, in_axes=(0, 0, 0, 0, None, 0, 0, 0, 0)),
-                 in_axes=(0, 0, 0, 0, None, 0, 0, 0, 0))
-  gates = jnp.stack([theta, eta, alpha], axis=-1).astype(dtype)  # [B, H, T, 3]
-  y, w, s, w_grad, g_chunk, report = row(
-      tuple(a.astype(dtype) for a in state.weights), tuple(a.astype(dtype) for a in state.momentum),
-      tuple(a.astype(dtype) for a in state.chunk_start), state.chunk_gates.astype(dtype),
-      state.position, q.astype(dtype), k.astype(dtype), v.astype(dtype), gates)
-  new_state = MemoryState(w, s, w_grad, g_chunk, state.position + q.shape[2])
-  return y.astype(q.dtype), new_state, MemoryDiagnostics(*report)
+  return scan_tokens(config, state, q, k, v, theta, eta, alpha, report=report)
 
 
 # ----------------------------------------------------------------------------

@@ -42,6 +42,18 @@ def memory_apply_reference(config: MemoryConfig, state: MemoryState, q, k, v, th
 
 @functools.partial(jax.jit, static_argnums=0)
 def _reference_jit(config, state, q, k, v, theta, eta, alpha):
+  y, new_state, _ = scan_tokens(config, state, q, k, v, theta, eta, alpha)
+  return y, new_state
+
+
+def scan_tokens(config, state, q, k, v, theta, eta, alpha, report=None):
+  """The spec's loop over every (row, head) and token, in the state dtype.
+
+  report(step) -> pytree of per-token values, stacked to [B, H, T, ...]; `step` holds
+  w_before, w_after, w_grad (the chunk-start weights the gradient is taken at), u (that
+  gradient), k, v and the gates as applied (theta, eta, alpha). Returns (y, new state,
+  reports or None). Traceable; callers jit it.
+  """
   dtype = state_dtype(state.weights[0].dtype)
   activation = get_activation(config.activation)
   b = config.chunk_size
@@ -62,23 +74,27 @@ def _reference_jit(config, state, q, k, v, theta, eta, alpha):
       if not config.forgetting:
         alpha_t = jnp.zeros_like(alpha_t)
       u = grad_loss(w_grad, k_t, v_t, activation, config.residual)
+      w_before = w
       s = tuple(eta_t * s_l - theta_t * u_l for s_l, u_l in zip(s, u))  # Eq. 13 (momentum)
       w = tuple((1 - alpha_t) * w_l + s_l for w_l, s_l in zip(w, s))    # Eq. 13 (forgetting)
       read = w if config.retrieval == "token" else w_grad
       y_t = mlp_forward(read, q_t, activation, config.residual)
-      return (w, s, w_grad, g_chunk, pos + 1), y_t
+      reported = None if report is None else report(dict(
+          w_before=w_before, w_after=w, w_grad=w_grad, u=u, k=k_t, v=v_t, theta=theta_t,
+          eta=eta_t, alpha=alpha_t, activation=activation, residual=config.residual))
+      return (w, s, w_grad, g_chunk, pos + 1), (y_t, reported)
 
     carry = (weights, momentum, chunk_start, chunk_gates, jnp.asarray(position, jnp.int32))
-    (w, s, w_grad, g_chunk, pos), y = jax.lax.scan(step, carry, (q, k, v, gates))
+    (w, s, w_grad, g_chunk, pos), (y, reported) = jax.lax.scan(step, carry, (q, k, v, gates))
     # The state names the chunk of the *next* token: at a boundary that is W itself.
     w_grad = jax.tree.map(lambda a, c: jnp.where(pos % b == 0, a, c), w, w_grad)
-    return y, w, s, w_grad, g_chunk
+    return y, w, s, w_grad, g_chunk, reported
 
   row = jax.vmap(jax.vmap(one_row, in_axes=(0, 0, 0, 0, None, 0, 0, 0, 0)),
                  in_axes=(0, 0, 0, 0, None, 0, 0, 0, 0))
-  y, w, s, w_grad, g_chunk = row(
+  y, w, s, w_grad, g_chunk, reported = row(
       tuple(a.astype(dtype) for a in state.weights), tuple(a.astype(dtype) for a in state.momentum),
       tuple(a.astype(dtype) for a in state.chunk_start), state.chunk_gates.astype(dtype),
       state.position, *inputs)
   new_state = MemoryState(w, s, w_grad, g_chunk, state.position + q.shape[2])
-  return y.astype(q.dtype), new_state
+  return y.astype(q.dtype), new_state, reported
