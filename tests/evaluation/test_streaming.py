@@ -92,3 +92,19 @@ def test_bad_documents_fail_clearly():
     streaming.stream_losses(model, [3, 40])
   with pytest.raises(ValueError, match="piece_len=0"):
     streaming.stream_losses(model, [3, 4], piece_len=0)
+
+
+def test_a_packed_stream_with_resets_reads_each_document_alone():
+  # Given two documents packed into one stream
+  model = tiny_model("lmm")
+  first, second = np.arange(1, 12) % VOCAB, (np.arange(3, 17) * 5) % VOCAB
+  packed = np.concatenate([first, second])
+  # When it is streamed with a reset where the second document begins
+  nll = streaming.stream_documents(model, packed, [len(first)], piece_len=5)
+  # Then the second document's losses are those of reading it alone, and the boundary
+  # token is scored at the end of the first document
+  alone = streaming.stream_losses(model, second, piece_len=5).nll[0]
+  np.testing.assert_allclose(nll[len(first):], alone, rtol=1e-5, atol=1e-5)
+  head = streaming.stream_losses(model, packed[:len(first) + 1], piece_len=5).nll[0]
+  np.testing.assert_allclose(nll[:len(first)], head, rtol=1e-5, atol=1e-5)
+  assert nll.shape == (len(packed) - 1,)

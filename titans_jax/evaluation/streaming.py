@@ -87,6 +87,23 @@ def stream_losses(model, tokens, piece_len: int = 2048, *, cache=None,
   return StreamResult(nll=nll, seconds=time.time() - started, cache=cache)
 
 
+def stream_documents(model, tokens, document_starts, piece_len: int = 2048) -> np.ndarray:
+  """Per-position nll [T - 1] of one packed stream (ids [T]) whose documents begin at
+  `document_starts`, the state reset to the fresh one (learned W_0, empty caches) at
+  each start: every document is read as if it were alone, as packed evaluation wants.
+  The token that opens a document is scored under the state of the one before it."""
+  tokens = np.asarray(tokens)
+  if tokens.ndim != 1:
+    raise ValueError(f"tokens have shape {tokens.shape}; expected one packed stream [T]")
+  starts = sorted({int(s) for s in document_starts} | {0})
+  if starts[-1] >= tokens.shape[0] or starts[0] < 0:
+    raise ValueError(f"document_starts {list(document_starts)[:5]}... must lie in [0, {tokens.shape[0]})")
+  ends = starts[1:] + [tokens.shape[0] - 1]
+  parts = [stream_losses(model, tokens[start:end + 1], piece_len).nll[0]
+           for start, end in zip(starts, ends) if end > start]
+  return np.concatenate(parts)
+
+
 def loss_curve(nll, bins: int = 16):
   """Mean nll over log-spaced position bins: ([bins] last position of each bin, [bins]
   mean nll). Log spacing shows the early positions and the far ones alike."""
