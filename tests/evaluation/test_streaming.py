@@ -28,7 +28,7 @@ def one_pass_nll(model, tokens):
 
 # MAC streams eagerly here (slow to run); its pieces == one pass is tests/models' and the
 # save / load test below runs it through this harness.
-@pytest.mark.parametrize("variant", ["lmm", "mag"])
+@pytest.mark.parametrize("variant", ["lmm"])  # every jitted variant takes the same path
 def test_streamed_losses_equal_one_pass(variant):
   # Given a document longer than windows, segments and chunks
   model = tiny_model(variant)

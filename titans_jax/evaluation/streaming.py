@@ -56,6 +56,12 @@ def stream_losses(model, tokens, piece_len: int = 2048, *, cache=None,
                   progress: bool = False) -> StreamResult:
   """Per-position negative log-likelihood of `tokens` ([T] or [B, T] ids) under `model`,
   streamed in pieces of piece_len tokens (one compile, plus one for a shorter last piece)."""
+  tokens = _checked(model, tokens, piece_len)
+  return _stream(model, _piece_function(model), tokens, piece_len, cache, progress)
+
+
+def _checked(model, tokens, piece_len: int):
+  """tokens as int [B, T], or a ValueError that says what is wrong."""
   tokens = np.asarray(tokens)
   if tokens.ndim == 1:
     tokens = tokens[None]
@@ -69,8 +75,11 @@ def stream_losses(model, tokens, piece_len: int = 2048, *, cache=None,
   vocab = model.config.vocab_size
   if tokens.min() < 0 or tokens.max() >= vocab:
     raise ValueError(f"token ids span [{tokens.min()}, {tokens.max()}]; expected ids in [0, {vocab})")
+  return tokens
+
+
+def _stream(model, run, tokens, piece_len: int, cache, progress: bool) -> StreamResult:
   batch, length = tokens.shape
-  run = _piece_function(model)
   cache = model.init_cache(batch) if cache is None else cache
   nll = np.empty((batch, length - 1), np.float32)
   started = last_report = time.time()
@@ -99,7 +108,9 @@ def stream_documents(model, tokens, document_starts, piece_len: int = 2048) -> n
   if starts[-1] >= tokens.shape[0] or starts[0] < 0:
     raise ValueError(f"document_starts {list(document_starts)[:5]}... must lie in [0, {tokens.shape[0]})")
   ends = starts[1:] + [tokens.shape[0] - 1]
-  parts = [stream_losses(model, tokens[start:end + 1], piece_len).nll[0]
+  _checked(model, tokens, piece_len)
+  run = _piece_function(model)  # one compiled step for every document
+  parts = [_stream(model, run, tokens[None, start:end + 1], piece_len, None, False).nll[0]
            for start, end in zip(starts, ends) if end > start]
   return np.concatenate(parts)
 
