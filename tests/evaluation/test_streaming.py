@@ -48,7 +48,8 @@ def test_the_loss_curve_partitions_the_positions():
   np.testing.assert_allclose((means * widths).sum() / 1000, nll.mean(), rtol=1e-6)
 
 
-@pytest.mark.parametrize("variant", ["mac"])
+# MAC: segment buffers and a Python-int position; transformer: a cache that grows.
+@pytest.mark.parametrize("variant", ["mac", "transformer"])
 def test_a_saved_state_continues_the_document_exactly(variant, tmp_path):
   # Given a document streamed in two halves, the state saved and loaded between them
   model = tiny_model(variant)

@@ -36,6 +36,12 @@ def _batch_size(cache) -> int:
   return int(shapes[0][0])
 
 
+def _fits(fresh: tuple, stored: tuple) -> bool:
+  """A stored array fits the fresh one's shape; an axis that is 0 when fresh (a growing
+  full-attention cache, Transformer++) may have grown to any length."""
+  return len(fresh) == len(stored) and all(a == b or a == 0 for a, b in zip(fresh, stored))
+
+
 def save_state(model, cache, path: str) -> str:
   """Writes `cache` (from model.init_cache / model.stream) to an .npz file, atomically."""
   arrays = _flatten(cache)
@@ -74,7 +80,7 @@ def load_state(model, path: str):
       raise ValueError(f"state {path} ({origin}) holds {name}, which this {model.config.variant!r} "
                        "model's state lacks; it belongs to another model")
     want, got = expected[name], arrays[name]
-    if np.shape(want) != got.shape or jnp.asarray(want).dtype != got.dtype:
+    if not _fits(np.shape(want), got.shape) or jnp.asarray(want).dtype != got.dtype:
       raise ValueError(f"state {path} ({origin}): {name} is {got.dtype}{list(got.shape)}, this model "
                        f"expects {jnp.asarray(want).dtype}{list(np.shape(want))}; it belongs to "
                        "another model or configuration")
