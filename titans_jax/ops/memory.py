@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from titans_jax.ops.activations import get_activation, value_and_derivative
 from titans_jax.ops.memory_types import (MemoryConfig, MemoryState, is_static_position,
-                                         state_dtype, validate_inputs)
+                                         state_dtype, validate_inputs, validate_resets)
 
 # ----------------------------------------------------------------------------
 # Gate products in log space
@@ -89,11 +89,14 @@ def _mlp_forward(weights, x, activation, residual):
   return h + x if residual else h
 
 
-def _chunk_coefficients(theta, log_eta, log_keep, write):
+def _chunk_coefficients(theta, log_eta, log_keep, write, reset=None):
   """Gate-only terms of Eqs. 16-18 for one chunk (no dependence on the weights).
 
-  Returns C [b, b], D [b], A_{0->i} [b], E_{0->i} [b] and theta_j E_{j->b} [b].
+  Returns C [b, b], D [b], A_{0->i} [b], E_{0->i} [b] and theta_j E_{j->b} [b]; with
+  `reset` [b] (document starts) also which base state each token reads (`_reset_terms`).
   """
+  if reset is not None:
+    return _reset_coefficients(theta, log_eta, log_keep, write, reset)
   momentum_decay = segment_products(log_eta)   # E_{j->i} at [i, j]
   keep = segment_products(log_keep)            # A_{m->i} at [i, m]
   momentum_from_start = jnp.exp(jnp.cumsum(log_eta))  # E_{0->i}
@@ -105,39 +108,104 @@ def _chunk_coefficients(theta, log_eta, log_keep, write):
   return coeff, carried_momentum, keep_from_start, momentum_from_start, last_momentum
 
 
-def _chunk_step(config, carry, chunk):
-  """Advance (W_run, S_run, W_grad) over one chunk; returns outputs [b, d_out]."""
-  activation = get_activation(config.activation)
-  w_run, s_run, w_grad = carry
-  q, k, v, coefficients, completes = chunk
-  coeff, carried_momentum, keep_from_start, momentum_from_start, last_momentum = coefficients
+def _reset_coefficients(theta, log_eta, log_keep, write, reset):
+  """The same terms when documents start inside the chunk.
 
-  layer_inputs, deltas = _keys_forward_backward(w_grad, k, v, activation, config.residual)
+  A document start r cuts every product across it (no gradient, momentum or weight
+  of an earlier document reaches a later one) and restarts the base state: tokens
+  from r on grow from the reset state instead of the state entering the chunk, with
+  products counted from r. `run` numbers the pieces between starts (0: before any).
+  """
+  cut = lambda log_gate: jnp.where(reset, -jnp.inf, log_gate)
+  momentum_decay = segment_products(cut(log_eta))
+  keep = segment_products(cut(log_keep))
+  run = jnp.cumsum(reset.astype(jnp.int32))
+  positions = jnp.arange(run.shape[0])
+  same_run = (run[:, None] == run[None, :]) & (positions[None, :] <= positions[:, None])
+  from_run_start = lambda log_gate: jnp.exp(jnp.sum(jnp.where(same_run, log_gate[None, :], 0.0), axis=1))
+  momentum_from_start = from_run_start(log_eta)  # E_{s_i - 1 -> i}, s_i the start of i's run
+  keep_from_start = from_run_start(log_keep)     # A_{s_i - 1 -> i}
+  keep_written = keep * write[None, :]
+  coeff = (keep_written @ momentum_decay) * theta[None, :]
+  carried_momentum = keep_written @ momentum_from_start
+  last_momentum = theta * momentum_decay[-1]
+  # Which weights a token's gradient is taken at: the chunk's (no start yet), the reset
+  # state's running weights (a start at the chunk boundary: the chunk begins there), or
+  # the reset state's chunk-start weights (a start inside the chunk).
+  base_is_reset = run > 0
+  grad_at_reset_weights = reset[0] & (run == 1)
+  return (coeff, carried_momentum, keep_from_start, momentum_from_start, last_momentum,
+          base_is_reset, grad_at_reset_weights)
+
+
+def _select(flags, when_true, when_false):
+  """Per token (flags [b]) pick rows of two [b, ...] arrays."""
+  return jnp.where(flags.reshape(flags.shape + (1,) * (when_true.ndim - 1)), when_true, when_false)
+
+
+def _pick(flag, when_true, when_false):
+  """One scalar flag over two tuples of weight arrays."""
+  return tuple(jnp.where(flag, a, b) for a, b in zip(when_true, when_false))
+
+
+def _chunk_step(config, carry, chunk):
+  """Advance (W_run, S_run, W_grad) over one chunk; returns outputs [b, d_out].
+
+  With document starts in the chunk, the carry also holds the reset state
+  (W, S, W_grad) that every document starts from."""
+  activation = get_activation(config.activation)
+  w_run, s_run, w_grad = carry[:3]
+  q, k, v, coefficients, completes = chunk
+  coeff, carried_momentum, keep_from_start, momentum_from_start, last_momentum = coefficients[:5]
+  resets = len(coefficients) > 5
+  forward_backward = lambda w: _keys_forward_backward(w, k, v, activation, config.residual)
+
+  layer_inputs, deltas = forward_backward(w_grad)
+  if resets:
+    w_reset, s_reset, w_grad_reset = carry[3]
+    base_is_reset, grad_at_reset_weights = coefficients[5:]
+    # Each token's gradient at its own chunk-start weights (three candidates, Eq. 16).
+    for candidate, flags in ((w_grad_reset, base_is_reset), (w_reset, grad_at_reset_weights)):
+      inputs_c, deltas_c = forward_backward(candidate)
+      layer_inputs = [_select(flags, a, b) for a, b in zip(inputs_c, layer_inputs)]
+      deltas = [_select(flags, a, b) for a, b in zip(deltas_c, deltas)]
+
+  def base_read(x, index, weights, reset_weights):
+    out = x @ weights[index]
+    return _select(base_is_reset, x @ reset_weights[index], out) if resets else out
 
   if config.retrieval == "token":
     x = q
     for index in range(config.depth):
       # x W_i without W_i: decayed running weights + carried momentum + this chunk's updates.
-      z = (keep_from_start[:, None] * (x @ w_run[index])
-           + carried_momentum[:, None] * (x @ s_run[index])
+      z = (keep_from_start[:, None] * base_read(x, index, w_run, w_reset if resets else None)
+           + carried_momentum[:, None] * base_read(x, index, s_run, s_reset if resets else None)
            - (coeff * (x @ layer_inputs[index].T)) @ deltas[index])
       x = activation(z) if index < config.depth - 1 else z
     y = x + q if config.residual else x
   else:
     y = _mlp_forward(w_grad, q, activation, config.residual)
+    if resets:
+      y = _select(base_is_reset, _mlp_forward(w_grad_reset, q, activation, config.residual), y)
+      y = _select(grad_at_reset_weights, _mlp_forward(w_reset, q, activation, config.residual), y)
 
+  w_base, s_base, w_grad_last = w_run, s_run, w_grad
+  if resets:  # the chunk's last token grows from the reset state once a document started
+    w_base, s_base = _pick(base_is_reset[-1], w_reset, w_run), _pick(base_is_reset[-1], s_reset, s_run)
+    w_grad_last = _pick(grad_at_reset_weights[-1], w_reset,
+                        _pick(base_is_reset[-1], w_grad_reset, w_grad))
   last_coeff = coeff[-1][:, None]
   last_momentum = last_momentum[:, None]
   w_end, s_end = [], []
   for index in range(config.depth):
     h, delta = layer_inputs[index], deltas[index]
-    w_end.append(keep_from_start[-1] * w_run[index] + carried_momentum[-1] * s_run[index]
+    w_end.append(keep_from_start[-1] * w_base[index] + carried_momentum[-1] * s_base[index]
                  - h.T @ (last_coeff * delta))
-    s_end.append(momentum_from_start[-1] * s_run[index] - h.T @ (last_momentum * delta))
+    s_end.append(momentum_from_start[-1] * s_base[index] - h.T @ (last_momentum * delta))
   w_end, s_end = tuple(w_end), tuple(s_end)
   # The next chunk's gradients are taken where this chunk ends, once it is complete.
-  w_grad_next = jax.tree.map(lambda a, b: jnp.where(completes, a, b), w_end, w_grad)
-  return (w_end, s_end, w_grad_next), y
+  w_grad_next = jax.tree.map(lambda a, b: jnp.where(completes, a, b), w_end, w_grad_last)
+  return (w_end, s_end, w_grad_next) + tuple(carry[3:]), y
 
 
 # ----------------------------------------------------------------------------
@@ -162,7 +230,8 @@ def _scan_chunks(config, carry, chunks, group):
   """chunks: pytree with leading axes [n, B, H, ...] (n a multiple of group); carry: [B, H, ...]."""
   step = jax.vmap(jax.vmap(lambda c, x: _chunk_step(config, c, x)))
   if group == 0:
-    return jax.lax.scan(step, carry, chunks)
+    carry, outputs = jax.lax.scan(step, carry, chunks)
+    return carry[:3], outputs
   num_chunks = jax.tree.leaves(chunks)[0].shape[0]
   grouped = jax.tree.map(lambda a: a.reshape((num_chunks // group, group) + a.shape[1:]), chunks)
 
@@ -171,7 +240,7 @@ def _scan_chunks(config, carry, chunks, group):
     return jax.lax.scan(step, carry, group_chunks)
 
   carry, outputs = jax.lax.scan(run_group, carry, grouped)
-  return carry, outputs.reshape((num_chunks,) + outputs.shape[2:])
+  return carry[:3], outputs.reshape((num_chunks,) + outputs.shape[2:])
 
 
 # ----------------------------------------------------------------------------
@@ -196,7 +265,8 @@ def _to_chunks(x, num_chunks, chunk):
 
 
 def memory_apply(config: MemoryConfig, state: MemoryState, q, k, v, theta, eta, alpha, *,
-                 chunk_offset: int | None = None):
+                 chunk_offset: int | None = None, resets=None,
+                 reset_state: MemoryState | None = None):
   """Runs the memory over T tokens, chunk-parallel.
 
   Args:
@@ -206,23 +276,32 @@ def memory_apply(config: MemoryConfig, state: MemoryState, q, k, v, theta, eta, 
     chunk_offset: state.position % chunk_size when the caller knows it statically
       (e.g. a scan over segments whose length is a multiple of chunk_size) while
       the position itself is traced; saves the extra chunk of the dynamic path.
+    resets: [B, T] bool, True at the first token of a document (packed sequences),
+      with reset_state: the state each document starts from (weights, momentum and
+      chunk-start weights; its position is not used: the chunk grid stays that of
+      the stream). A document that starts on a chunk boundary gets exactly the
+      outputs it would get alone from reset_state at that alignment.
   Returns:
     y [B, H, T, d_out] in q's dtype, and the new MemoryState (float32 or float64).
   """
   validate_inputs(config, state, q, k, v, theta, eta, alpha)
+  validate_resets(config, state, q, resets, reset_state)
   b = config.chunk_size
   if chunk_offset is not None and not (isinstance(chunk_offset, int) and 0 <= chunk_offset < b):
     raise ValueError(f"chunk_offset must be an int in [0, chunk_size={b}), got {chunk_offset!r}")
   if chunk_offset is None and is_static_position(state.position):
     chunk_offset = int(state.position) % b
   arrays = state._replace(position=jnp.asarray(state.position, jnp.int32))
-  y, new_state = _memory_apply_jit(config, chunk_offset, arrays, q, k, v, theta, eta, alpha)
+  reset_to = None if reset_state is None else (reset_state.weights, reset_state.momentum,
+                                               reset_state.chunk_start)
+  y, new_state = _memory_apply_jit(config, chunk_offset, arrays, q, k, v, theta, eta, alpha,
+                                   resets, reset_to)
   # A static position stays a Python int, so the next call is aligned statically too.
   return y, new_state._replace(position=state.position + q.shape[2])
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _memory_apply_jit(config, chunk_offset, state, q, k, v, theta, eta, alpha):
+def _memory_apply_jit(config, chunk_offset, state, q, k, v, theta, eta, alpha, resets, reset_to):
   dtype = state_dtype(state.weights[0].dtype)
   b = config.chunk_size
   length = q.shape[2]
@@ -269,8 +348,12 @@ def _memory_apply_jit(config, chunk_offset, state, q, k, v, theta, eta, alpha):
   chunked = lambda x: _to_chunks(x, num_chunks, b)
   completes = chunked(valid)[:, :, :, b - 1]  # [n, B, H]: the call covers the chunk's end
   # Gate-only terms for all chunks at once, outside the sequential scan.
-  coefficients = jax.vmap(jax.vmap(jax.vmap(_chunk_coefficients)))(
-      chunked(theta_p), chunked(safe_log(eta_p)), chunked(safe_log(1.0 - alpha_p)), chunked(valid))
+  gate_terms = [chunked(theta_p), chunked(safe_log(eta_p)), chunked(safe_log(1.0 - alpha_p)),
+                chunked(valid)]
+  if resets is not None:  # padding never starts a document
+    resets = jnp.broadcast_to(resets[:, None, :], theta.shape)
+    gate_terms.append(chunked(place(resets.astype(dtype), 0.0)) > 0)
+  coefficients = jax.vmap(jax.vmap(jax.vmap(_chunk_coefficients)))(*gate_terms)
   chunks = (chunked(place(q, 0.0)), chunked(place(k, 0.0)), chunked(place(v, 0.0)),
             coefficients, completes)
 
@@ -280,7 +363,10 @@ def _memory_apply_jit(config, chunk_offset, state, q, k, v, theta, eta, alpha):
   chunk_start = tuple(w.astype(dtype) for w in state.chunk_start)
   # At a chunk boundary the gradients are taken at the running weights (spec loop).
   w_grad = jax.tree.map(lambda c, w: jnp.where(starts_mid_chunk, c, w), chunk_start, weights)
-  (w_end, s_end, w_grad_end), y = _scan_chunks(config, (weights, momentum, w_grad), chunks, group)
+  carry = (weights, momentum, w_grad)
+  if reset_to is not None:
+    carry += (jax.tree.map(lambda a: a.astype(dtype), reset_to),)
+  (w_end, s_end, w_grad_end), y = _scan_chunks(config, carry, chunks, group)
 
   # Stage 4: back to [B, H, T, d_out].
   y = jnp.moveaxis(y, 0, 2).reshape(y.shape[1:3] + (padded, y.shape[-1]))

@@ -192,6 +192,24 @@ def validate_inputs(config: MemoryConfig, state: MemoryState, q, k, v, theta, et
   _validate_state(config, state, batch, heads, d_in, d_out)
 
 
+def validate_resets(config: MemoryConfig, state: MemoryState, q, resets, reset_state) -> None:
+  """resets [B, T] bool and reset_state (a state of the same shapes) come together."""
+  if resets is None and reset_state is None:
+    return
+  if resets is None or reset_state is None:
+    raise ValueError("resets and reset_state go together: pass both (document starts [B, T] "
+                     "and the state a document starts from) or neither")
+  batch, heads, length, d_in = q.shape
+  if not hasattr(resets, "shape") or tuple(resets.shape) != (batch, length) or resets.dtype != bool:
+    raise ValueError(f"resets has shape {tuple(getattr(resets, 'shape', ()))} and dtype "
+                     f"{getattr(resets, 'dtype', type(resets).__name__)}; expected bool [B, T] = "
+                     f"{(batch, length)}")
+  if config.gate_mode != "token":
+    raise ValueError("resets need gate_mode='token' (a chunk-constant gate has no meaning for a "
+                     "document that starts inside the chunk)")
+  _validate_state(config, reset_state, batch, heads, d_in, state.weights[-1].shape[3])
+
+
 def _validate_state(config, state, batch, heads, d_in, d_out) -> None:
   if not isinstance(state, MemoryState):
     raise ValueError(f"state must be a MemoryState, got {type(state).__name__}")
