@@ -34,12 +34,17 @@ def base_config(model: dict | None = None) -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   # Source: "random" (smoke runs), "text" (local files, byte tokens), "tfds" (ArrayRecord),
   # "niah" / "mqar" (synthetic recall tasks, titans_jax/data/tasks.py), "packed" (shards of
-  # python -m titans_jax.tools.pretokenize in data.train_path / data.eval_path).
+  # python -m titans_jax.tools.pretokenize in data.train_path / data.eval_path), "babilong"
+  # (BABILong fine-tuning, titans_jax/data/babilong.py; byte tokens).
   config.data.source = "random"
   # Tokens per training example.
   config.data.seq_len = 256
   # Seed of synthetic sources.
   config.data.seed = 0
+  # Packed rows (source="packed"): read every document as if alone (the memory, attention,
+  # RoPE positions and conv restart at each document start). Exact when documents start on
+  # the memory chunk grid (and MAC's segments): pretokenize with --align=<chunk or segment>.
+  config.data.reset_at_documents = False
   # source="text": file, glob or comma-separated list for training / evaluation.
   config.data.train_path = ""
   config.data.eval_path = ""
@@ -59,6 +64,17 @@ def base_config(model: dict | None = None) -> ml_collections.ConfigDict:
   config.data.mqar_pairs = 8
   config.data.mqar_queries = 0
   config.data.mqar_filler = "random"
+  # source="babilong": data.train_path / data.eval_path are folders of <length>/<task>.jsonl
+  # (RMT-team/babilong-train-5k-samples / RMT-team/babilong as JSON lines); the tasks and
+  # lengths mixed, comma-separated.
+  config.data.babilong_tasks = "qa1,qa2,qa3,qa4,qa5"
+  config.data.babilong_lengths = "0k"
+  # source="babilong": "plain" ("{input}\nQuestion: {q}\nAnswer: {target}.") or "instruct"
+  # (BABILong's instruction prompt); evaluate in the same format.
+  config.data.babilong_prompt = "plain"
+  # source="babilong": an example over seq_len + 1 bytes is an error (False) or loses its
+  # oldest context bytes (True).
+  config.data.babilong_truncate = False
 
   config.optimizer = ml_collections.ConfigDict()
   # Peak learning rate of AdamW (spec section 4: 4e-4).

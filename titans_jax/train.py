@@ -70,6 +70,14 @@ def validate(config, workdir: str) -> None:
   if train.global_batch_size % train.grad_accum_steps:
     raise ValueError(f"train.global_batch_size={train.global_batch_size} is not a multiple of "
                      f"train.grad_accum_steps={train.grad_accum_steps}")
+  if config.data.get("reset_at_documents", False):
+    model = config.model
+    if config.get("model_builder", ""):
+      raise ValueError("data.reset_at_documents=True is for the zoo's models (they take "
+                       "segments=); a model_builder model does not")
+    if model.get("memory_gate_mode", "token") != "token":
+      raise ValueError("data.reset_at_documents=True needs model.memory_gate_mode='token' (a "
+                       "chunk-constant gate has no meaning for a document starting mid-chunk)")
 
 
 class _Preemption:

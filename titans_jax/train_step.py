@@ -18,6 +18,12 @@ def weighted_cross_entropy(logits, batch):
   return jnp.sum(losses * weights), jnp.sum(weights), jnp.sum(correct * weights)
 
 
+def forward(model, batch):
+  """Logits of a batch; packed rows with "segments" read each document alone."""
+  return model(batch["inputs"], segments=batch["segments"]) if "segments" in batch else model(
+      batch["inputs"])
+
+
 def _micro_batches(batch, count):
   return jax.tree.map(lambda x: x.reshape((count, x.shape[0] // count) + x.shape[1:]), batch)
 
@@ -31,7 +37,7 @@ def make_train_step(graphdef, *, grad_accum_steps: int = 1):
 
     def loss_fn(params, micro):
       loss_sum, weight, correct = weighted_cross_entropy(
-          nnx.merge(model_graph, params, rest)(micro["inputs"]), micro)
+          forward(nnx.merge(model_graph, params, rest), micro), micro)
       return loss_sum, (weight, correct)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -65,7 +71,7 @@ def make_train_step(graphdef, *, grad_accum_steps: int = 1):
 def make_eval_step(graphdef):
   def step(state, batch):
     model, _ = nnx.merge(graphdef, state)
-    loss_sum, weight, correct = weighted_cross_entropy(model(batch["inputs"]), batch)
+    loss_sum, weight, correct = weighted_cross_entropy(forward(model, batch), batch)
     return {"loss_sum": loss_sum, "weight": weight, "correct": correct}
 
   return step

@@ -28,20 +28,32 @@ METADATA = "packing.json"
 
 
 def pack_documents(documents: Iterable[list[int]], *, seq_len: int, bos_id: int | None = None,
-                   eos_id: int | None = None, drop_remainder: bool = True) -> Iterator[dict]:
+                   eos_id: int | None = None, drop_remainder: bool = True,
+                   align: int = 1) -> Iterator[dict]:
   """Yields {"tokens": [seq_len + 1] int32, "segments": [seq_len + 1] int32} rows.
 
   segments numbers the documents from 0 in the order given; a row that starts inside a
   document continues its number. The last partial row is dropped (drop_remainder) or
-  padded with EOS (or 0) under segment -1.
+  padded with EOS (or 0) under segment -1. align > 1 starts every document at a row
+  position that is a multiple of it (padding before it, segment -1): the memory's chunk
+  size (and MAC's segment length), so that a model resetting at documents reads each
+  one exactly as it would alone.
   """
   if seq_len < 1:
     raise ValueError(f"seq_len={seq_len}; expected >= 1")
+  if align < 1 or seq_len % align:
+    raise ValueError(f"align={align} must be >= 1 and divide seq_len={seq_len} (documents start "
+                     "at multiples of it in every row); e.g. the memory chunk size")
   width = seq_len + 1
   tokens, segments = [], []
+  total = 0  # tokens of the whole stream so far (rows start at multiples of seq_len in it)
   for number, document in enumerate(documents):
     wrapped = ([bos_id] if bos_id is not None else []) + list(document) + (
         [eos_id] if eos_id is not None else [])
+    pad = -total % align
+    tokens.extend([eos_id or 0] * pad)
+    segments.extend([-1] * pad)
+    total += pad + len(wrapped)
     tokens.extend(wrapped)
     segments.extend([number] * len(wrapped))
     while len(tokens) >= width:
@@ -115,7 +127,8 @@ class PackedSource:
   Each example: inputs / targets / weights as every source gives; `segments(index)`
   gives the document of each input token."""
 
-  def __init__(self, pattern: str, *, seq_len: int):
+  def __init__(self, pattern: str, *, seq_len: int, with_segments: bool = False):
+    """with_segments: examples also hold "segments" [seq_len], each input's document."""
     import grain
 
     paths = sorted(path for part in pattern.split(",") if part
@@ -124,6 +137,7 @@ class PackedSource:
       raise ValueError(f"data path {pattern!r} matches no .array_record shard; expected the "
                        "prefix the pretokenize tool wrote (e.g. 'corpus/train-*.array_record')")
     self.seq_len = int(seq_len)
+    self.with_segments = with_segments
     self.source = grain.sources.ArrayRecordDataSource(paths)
     if len(self.source) < 1:
       raise ValueError(f"shards {paths} hold no records")
@@ -141,6 +155,8 @@ class PackedSource:
     row = decode_row(self.source[int(index)], self.seq_len)
     example = example_from_tokens(row["tokens"])
     example["weights"] = (row["segments"][1:] >= 0).astype(np.float32)  # no loss on padding
+    if self.with_segments:
+      example["segments"] = row["segments"][:-1]
     return example
 
   def segments(self, index: int) -> np.ndarray:

@@ -6,7 +6,7 @@ from titans_jax.data.sources import BYTE_VOCAB_SIZE, ByteTextSource, RandomToken
 from titans_jax.data.tasks import (HAYSTACKS, MQAR_FILLERS, NIAH_TASKS, MqarSource,
                                    NeedleInHaystackSource)
 
-SOURCES = ("random", "text", "tfds", "niah", "mqar", "packed")
+SOURCES = ("random", "text", "tfds", "niah", "mqar", "packed", "babilong")
 
 
 def _split_seed(data_config, split: str) -> int:
@@ -57,7 +57,8 @@ def _make_packed(data_config, *, split: str, seq_len: int, vocab_size: int):
   if not pattern:
     raise ValueError("data.source='packed' needs data.train_path: the shards the pretokenize tool "
                      "wrote (e.g. 'corpus/train-*.array_record')")
-  source = PackedSource(pattern, seq_len=seq_len)
+  source = PackedSource(pattern, seq_len=seq_len,
+                        with_segments=bool(getattr(data_config, "reset_at_documents", False)))
   needed = int(source.metadata.get("vocab_size", 0))
   if needed > vocab_size:
     raise ValueError(f"the packed shards use token ids up to {needed - 1} (their packing.json) but "
@@ -65,10 +66,29 @@ def _make_packed(data_config, *, split: str, seq_len: int, vocab_size: int):
   return source
 
 
+def _make_babilong(data_config, *, split: str, seq_len: int):
+  from titans_jax.data.babilong import DEFAULT_TASKS, BabilongSource
+
+  root = data_config.train_path if split == "train" else (data_config.eval_path or
+                                                          data_config.train_path)
+  if not root:
+    raise ValueError("data.source='babilong' needs data.train_path: a folder of "
+                     "<length>/<task>.jsonl files (e.g. RMT-team/babilong-train-5k-samples "
+                     "written out as JSON lines; see titans_jax/data/babilong.py)")
+  return BabilongSource(root, seq_len=seq_len,
+                        tasks=data_config.get("babilong_tasks", ",".join(DEFAULT_TASKS)),
+                        lengths=data_config.get("babilong_lengths", "0k"),
+                        prompt=data_config.get("babilong_prompt", "plain"),
+                        truncate=bool(data_config.get("babilong_truncate", False)))
+
+
 def make_source(data_config, *, split: str, vocab_size: int):
   """split: "train" or "eval". Raises ValueError for unknown or unreadable data."""
   kind = data_config.source
   seq_len = int(data_config.seq_len)
+  if getattr(data_config, "reset_at_documents", False) and kind != "packed":
+    raise ValueError(f"data.reset_at_documents=True needs document boundaries, which only "
+                     f"data.source='packed' records; got data.source={kind!r}")
   if seq_len < 1:
     raise ValueError(f"data.seq_len must be >= 1, got {seq_len}")
   if kind == "random":
@@ -77,7 +97,7 @@ def make_source(data_config, *, split: str, vocab_size: int):
   if kind == "mqar":
     return _make_mqar(data_config, seed=_split_seed(data_config, split), seq_len=seq_len,
                       vocab_size=vocab_size)
-  if kind in ("text", "tfds", "niah") and vocab_size < BYTE_VOCAB_SIZE:
+  if kind in ("text", "tfds", "niah", "babilong") and vocab_size < BYTE_VOCAB_SIZE:
     raise ValueError(f"data.source={kind!r} gives byte tokens (0..255) but model.vocab_size is "
                      f"{vocab_size}; expected model.vocab_size >= {BYTE_VOCAB_SIZE}")
   if kind == "text":
@@ -96,4 +116,6 @@ def make_source(data_config, *, split: str, vocab_size: int):
     return _make_niah(data_config, seed=_split_seed(data_config, split), seq_len=seq_len)
   if kind == "packed":
     return _make_packed(data_config, split=split, seq_len=seq_len, vocab_size=vocab_size)
+  if kind == "babilong":
+    return _make_babilong(data_config, split=split, seq_len=seq_len)
   raise ValueError(f"data.source={kind!r} is unknown; expected one of {SOURCES}")

@@ -78,7 +78,9 @@ class Attention(nnx.Module):
       cache["fixed_slots"] = jnp.zeros((0,), bool)
     return cache
 
-  def __call__(self, x, cache: dict):
+  def __call__(self, x, cache: dict, documents=None):
+    if documents is not None:
+      return self._documents(x, cache, documents)
     batch, length, _ = x.shape
     positions = cache["position"] + jnp.arange(length, dtype=jnp.int32)
     q, q_plain = self.queries(x, positions)
@@ -111,3 +113,21 @@ class Attention(nnx.Module):
                    "valid": k_valid[-window:]}
     new_cache["position"] = cache["position"] + length
     return self.output(attended), new_cache
+
+  def _documents(self, x, cache: dict, documents):
+    """One pass over packed documents, each read as alone from `cache` (models/documents.py).
+
+    The returned cache is the input one: a packed row is not continued by streaming."""
+    if self.kind == "segment":
+      raise ValueError("segment attention belongs to MAC, which handles documents itself")
+    positions = cache["position"] + documents.offsets  # RoPE and windows count from each start
+    q, q_plain = self.queries(x, positions)
+    k, v = self.keys_values(x, positions)
+    prefix = None
+    if self.num_persistent:
+      prefix = (q_plain,) + self.persistent_keys_values(x.shape[0])
+    attended = attention_ops.document_attention(
+        q, k, v, q_positions=positions, ids=documents.ids,
+        cache=(cache["k"], cache["v"], cache["positions"], cache["valid"]),
+        window=None if self.kind == "full" else self.config.window, prefix=prefix)
+    return self.output(attended), cache

@@ -16,6 +16,7 @@ from flax import nnx
 from titans_jax.models import layers
 from titans_jax.models.attention import Attention
 from titans_jax.models.config import ModelConfig
+from titans_jax.models.documents import from_segments
 from titans_jax.models.memory_block import MemoryBlock
 from titans_jax.models.titans import Block, MACMixer, MAGMixer, MALLayer
 
@@ -93,10 +94,10 @@ class TitansLM(nnx.Module):
 
   # -- forward ------------------------------------------------------------------------
 
-  def _stack(self, x, caches):
+  def _stack(self, x, caches, documents=None):
     new_caches = []
     for layer, cache in zip(self.layers, caches):
-      x, cache = layer(x, cache)
+      x, cache = layer(x, cache, documents)
       new_caches.append(cache)
     return x, new_caches
 
@@ -115,16 +116,27 @@ class TitansLM(nnx.Module):
   def stream(self, inputs, cache: list):
     """inputs [B, T] (or [B, T, input_dim]) continuing the stream held in `cache`."""
     self.check_inputs(inputs)
+    return self._forward(inputs, cache)
+
+  def _forward(self, inputs, cache: list, documents=None):
     x = layers.constrain(self._embed(inputs), layers.BTD)
-    x, cache = self._stack(x, cache)
+    x, cache = self._stack(x, cache, documents)
     x = self.final_norm(x)
     out = self.embed.attend(x) if self.tied else self.head(x)
     names = ("activation_batch", "activation_length", None if self.config.output_dim else "activation_vocab")
     return layers.constrain(out.astype(jnp.float32), names), cache
 
-  def __call__(self, inputs):
+  def __call__(self, inputs, segments=None):
+    """One pass from a fresh state. segments [B, T] (document number of each token,
+    packed rows): every document is read as if it were alone (models/documents.py)."""
     self.check_inputs(inputs)
-    return self.stream(inputs, self.init_cache(inputs.shape[0]))[0]
+    documents = None
+    if segments is not None:
+      if tuple(segments.shape) != tuple(inputs.shape[:2]):
+        raise ValueError(f"segments have shape {tuple(segments.shape)}; expected the inputs' "
+                         f"[batch, length] = {tuple(inputs.shape[:2])}")
+      documents = from_segments(segments)
+    return self._forward(inputs, self.init_cache(inputs.shape[0]), documents)[0]
 
 
 def build_model(config: ModelConfig, rngs: nnx.Rngs) -> TitansLM:

@@ -86,12 +86,16 @@ class MemoryBlock(nnx.Module):
 
   # -- pieces (MAC reuses them) ------------------------------------------------------
 
-  def memory_inputs(self, x, conv_state):
-    """q, k, v [B, H, T, d] and theta, eta, alpha [B, H, T]; the new conv state."""
+  def memory_inputs(self, x, conv_state, documents=None, reset_conv=None):
+    """q, k, v [B, H, T, d] and theta, eta, alpha [B, H, T]; the new conv state.
+
+    documents (models/documents.py): the conv restarts from reset_conv at each start."""
     c = self.config
     projected = self.qkv(x)
     if c.use_conv:
-      projected, conv_state = causal_depthwise_conv(projected, self.conv[...], conv_state)
+      projected, conv_state = causal_depthwise_conv(
+          projected, self.conv[...], conv_state, offsets=None if documents is None else documents.offsets,
+          reset_state=reset_conv)
     q, k, v = jnp.split(jax.nn.silu(projected), 3, axis=-1)
     q, k, v = (split_heads(t, c.num_heads) for t in (q, k, v))
     q, k = l2_normalize(q), l2_normalize(k)
@@ -101,13 +105,15 @@ class MemoryBlock(nnx.Module):
       theta = theta * (1.0 - eta)  # see ModelConfig.theta_momentum_scaled
     return q, k, v, theta, eta, gates(self.alpha_gate), conv_state
 
-  def queries(self, x, conv_state):
+  def queries(self, x, conv_state, documents=None, reset_conv=None):
     """The q path alone (MAC's read h = M*(q), Eq. 21): [B, H, T, d] and the conv state."""
     c = self.config
     w = self.qkv.kernel[...][:, :c.width].astype(x.dtype)
     projected = x @ w
     if c.use_conv:
-      projected, conv_state = causal_depthwise_conv(projected, self.conv[...][:, :c.width], conv_state)
+      projected, conv_state = causal_depthwise_conv(
+          projected, self.conv[...][:, :c.width], conv_state,
+          offsets=None if documents is None else documents.offsets, reset_state=reset_conv)
     return l2_normalize(split_heads(jax.nn.silu(projected), c.num_heads)), conv_state
 
   def output(self, x, y):
@@ -118,10 +124,17 @@ class MemoryBlock(nnx.Module):
 
   # -- the block ----------------------------------------------------------------------
 
-  def __call__(self, x, cache: dict, *, chunk_offset: int | None = None):
-    q, k, v, theta, eta, alpha, conv_state = self.memory_inputs(x, cache.get("conv"))
+  def __call__(self, x, cache: dict, documents=None, *, chunk_offset: int | None = None,
+               reset_cache: dict | None = None):
+    """documents: packed documents, each starting from reset_cache (default: `cache`)."""
+    resets = {}
+    if documents is not None:
+      reset_cache = cache if reset_cache is None else reset_cache
+      resets = dict(resets=documents.starts, reset_state=reset_cache["memory"])
+    q, k, v, theta, eta, alpha, conv_state = self.memory_inputs(
+        x, cache.get("conv"), documents, None if documents is None else reset_cache.get("conv"))
     y, memory = ops.memory_apply(self.config.memory_config(), cache["memory"], q, k, v,
-                                 theta, eta, alpha, chunk_offset=chunk_offset)
+                                 theta, eta, alpha, chunk_offset=chunk_offset, **resets)
     new_cache = {"memory": memory}
     if self.config.use_conv:
       new_cache["conv"] = conv_state

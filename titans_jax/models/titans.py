@@ -63,8 +63,8 @@ class Block(nnx.Module):
       return self.mixer.init_cache(batch_size, max_length=max_length)
     return self.mixer.init_cache(batch_size)  # bounded state: needs no length
 
-  def __call__(self, x, cache: dict):
-    mixed, cache = self.mixer(self.mixer_norm(x), cache)
+  def __call__(self, x, cache: dict, documents=None):
+    mixed, cache = self.mixer(self.mixer_norm(x), cache, documents)
     x = layers.constrain(x + mixed, layers.BTD)
     x = layers.constrain(x + self.mlp(self.mlp_norm(x)), layers.BTD)
     return x, cache
@@ -90,9 +90,9 @@ class MAGMixer(nnx.Module):
       _, memory = self.memory(jnp.broadcast_to(tokens, (batch_size,) + tokens.shape), memory)
     return {"attention": self.attention.init_cache(batch_size), "memory": memory}
 
-  def __call__(self, x, cache: dict):
-    y, attention_cache = self.attention(x, cache["attention"])
-    m, memory_cache = self.memory(x, cache["memory"])
+  def __call__(self, x, cache: dict, documents=None):
+    y, attention_cache = self.attention(x, cache["attention"], documents)
+    m, memory_cache = self.memory(x, cache["memory"], documents)
     return self.gate(y, m), {"attention": attention_cache, "memory": memory_cache}
 
 
@@ -110,9 +110,9 @@ class MALLayer(nnx.Module):
     return {"memory": self.memory_block.init_cache(batch_size),
             "attention": self.attention_block.init_cache(batch_size)}
 
-  def __call__(self, x, cache: dict):
-    x, memory_cache = self.memory_block(x, cache["memory"])
-    x, attention_cache = self.attention_block(x, cache["attention"])
+  def __call__(self, x, cache: dict, documents=None):
+    x, memory_cache = self.memory_block(x, cache["memory"], documents)
+    x, attention_cache = self.attention_block(x, cache["attention"], documents)
     return x, {"memory": memory_cache, "attention": attention_cache}
 
 
@@ -143,17 +143,27 @@ class MACMixer(nnx.Module):
       cache["read_conv"] = conv_initial_state(batch_size, c.conv_kernel, c.width, jnp.dtype(c.dtype))
     return cache
 
-  def _piece(self, x, cache: dict, offset, chunk_offset=None):
-    """x [B, T, width] lies inside one segment, starting at segment offset `offset`."""
+  def _piece(self, x, cache: dict, offset, chunk_offset=None, documents=None, reset_cache=None):
+    """x [B, T, width] lies inside one segment, starting at segment offset `offset`.
+
+    documents (offset 0 only): each document starts from reset_cache (documents.py)."""
     c, attention = self.config, self.attention
     batch, length, _ = x.shape
     state = cache["memory"]["memory"]
     positions = state.position + jnp.arange(length, dtype=jnp.int32)
+    reset_conv = None
+    if documents is not None:
+      positions = reset_cache["memory"]["memory"].position + documents.offsets
+      reset_conv = reset_cache.get("read_conv")
 
     # Eq. 21: h = M*_{s-1}(q), the memory as it was when the segment began.
-    q_memory, read_conv = self.memory.queries(x, cache.get("read_conv"))
-    h = merge_heads(ops.memory_read(c.memory_config(), state._replace(weights=cache["segment_weights"]),
-                                    q_memory)).astype(x.dtype)
+    q_memory, read_conv = self.memory.queries(x, cache.get("read_conv"), documents, reset_conv)
+    read = lambda weights: merge_heads(ops.memory_read(c.memory_config(), state._replace(weights=weights),
+                                                       q_memory)).astype(x.dtype)
+    h = read(cache["segment_weights"])
+    if documents is not None:  # a document begun in this segment reads the memory it starts from
+      begun = jax.lax.cummax(documents.starts.astype(jnp.int32), axis=1) > 0
+      h = jnp.where(begun[..., None], read(reset_cache["segment_weights"]), h)
 
     # Eqs. 22-23: attention over [persistent || h || segment], causal inside the segment.
     q, q_plain = attention.queries(x, positions)
@@ -161,14 +171,19 @@ class MACMixer(nnx.Module):
     new.update(zip(("h_k", "h_v"), attention.keys_values(h, positions)))
     buffers = {name: _write(cache[name], new[name], offset) for name in new}
     seen = jnp.arange(c.segment_len)[None, :] <= (offset + jnp.arange(length))[:, None]  # [T, C]
+    seen = seen[None, None]
+    if documents is not None:  # slot j holds token j of this piece (offset 0)
+      slot_ids = jnp.pad(documents.ids, ((0, 0), (0, c.segment_len - length)), constant_values=-3)
+      seen = seen & (documents.ids[:, :, None] == slot_ids[:, None, :])[:, None]
     keys, values = [buffers["h_k"], buffers["x_k"]], [buffers["h_v"], buffers["x_v"]]
     prefix = (q_plain,) + attention.persistent_keys_values(batch) if c.num_persistent else None
     attended = attention_ops._softmax_attend(q, jnp.concatenate(keys, 1), jnp.concatenate(values, 1),
-                                             jnp.concatenate([seen, seen], 1)[None, None], prefix)
+                                             jnp.concatenate([seen, seen], -1), prefix)
     y = attention.output(attended)
 
     # Eqs. 24-25: write y into the memory; gate y with the read of the updated memory.
-    m, memory_cache = self.memory(y, cache["memory"], chunk_offset=chunk_offset)
+    m, memory_cache = self.memory(y, cache["memory"], documents, chunk_offset=chunk_offset,
+                                  reset_cache=None if documents is None else reset_cache["memory"])
     ends_segment = offset + length == c.segment_len
     segment_weights = jax.tree.map(lambda now, before: jnp.where(ends_segment, now, before),
                                    memory_cache["memory"].weights, cache["segment_weights"])
@@ -177,10 +192,15 @@ class MACMixer(nnx.Module):
       new_cache["read_conv"] = read_conv
     return self.gate(y, m), new_cache
 
-  def __call__(self, x, cache: dict):
+  def __call__(self, x, cache: dict, documents=None):
     c = self.config
     segment, length = c.segment_len, x.shape[1]
     position = cache["memory"]["memory"].position
+    if documents is not None:
+      if not is_static_position(position) or position % segment:
+        raise ValueError(f"MAC reads packed documents in one pass from a fresh cache (position a "
+                         f"multiple of segment_len={segment}); got position {position}")
+      return self._documents(x, cache, documents)
     if not is_static_position(position) and _on_host(position):
       # A concrete array (a loaded state, a cache from a jitted step): the segment cuts
       # below need the position as a Python int.
@@ -209,18 +229,37 @@ class MACMixer(nnx.Module):
       outputs.append(out)
     return jnp.concatenate(outputs, axis=1), cache
 
-  def _segments(self, x, cache: dict, count: int):
+  def _documents(self, x, cache: dict, documents):
+    """Packed documents, each from `cache` (documents.py): whole segments, then the tail."""
+    segment, length = self.config.segment_len, x.shape[1]
+    whole = length // segment
+    outputs, reset_cache = [], cache
+    if whole:
+      out, cache = self._segments(x[:, :whole * segment], cache, whole,
+                                  documents.slice(0, whole * segment), reset_cache)
+      outputs.append(out)
+    if whole * segment < length:
+      out, cache = self._piece(x[:, whole * segment:], cache, 0, None,
+                               documents.slice(whole * segment, length), reset_cache)
+      outputs.append(out)
+    return jnp.concatenate(outputs, axis=1), cache
+
+  def _segments(self, x, cache: dict, count: int, documents=None, reset_cache=None):
     """Whole segments as a lax.scan; the memory state flows from one to the next."""
     c = self.config
     state = cache["memory"]["memory"]
     start = int(state.position)
     hint = chunk_offset_hint(start, c.segment_len, c.memory_chunk)
     batch = x.shape[0]
-    xs = jnp.swapaxes(x.reshape(batch, count, c.segment_len, c.width), 0, 1)
+    by_segment = lambda a: jnp.swapaxes(a.reshape((batch, count, c.segment_len) + a.shape[2:]), 0, 1)
+    xs = (by_segment(x), None if documents is None else tuple(by_segment(a) for a in documents))
     carry = jax.tree.map(jnp.asarray, cache)
 
-    def step(carry, segment_x):
-      out, carry = self._piece(segment_x, carry, 0, chunk_offset=hint)
+    def step(carry, inputs):
+      segment_x, segment_documents = inputs
+      if segment_documents is not None:
+        segment_documents = type(documents)(*segment_documents)
+      out, carry = self._piece(segment_x, carry, 0, hint, segment_documents, reset_cache)
       return carry, out
 
     if c.memory_remat != 0:  # keep one cache per segment for the backward pass, recompute inside

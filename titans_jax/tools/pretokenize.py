@@ -59,6 +59,9 @@ def main(argv=None) -> dict:
   parser.add_argument("--bos_id", type=int, default=None, help="default: the tokenizer's BOS (if any)")
   parser.add_argument("--eos_id", type=int, default=None, help="default: the tokenizer's EOS (if any)")
   parser.add_argument("--num_shards", type=int, default=1)
+  parser.add_argument("--align", type=int, default=1,
+                      help="start documents at multiples of this (the memory chunk / MAC segment) "
+                           "for training with data.reset_at_documents")
   args = parser.parse_args(argv)
   paths = sorted(path for pattern in args.inputs.split(",") if pattern
                  for path in glob.glob(os.path.expanduser(pattern)))
@@ -74,9 +77,13 @@ def main(argv=None) -> dict:
     if value is not None and not 0 <= value < max(tokenizer.vocab_size, value + 1):
       parser.error(f"--{name}={value} is negative; expected a token id")
   documents = (tokenizer.encode(text) for text in read_documents(paths, args.text_key))
-  rows = packing.pack_documents(documents, seq_len=args.seq_len, bos_id=bos, eos_id=eos)
+  if args.align < 1 or args.seq_len % args.align:
+    parser.error(f"--align={args.align} must be >= 1 and divide --seq_len={args.seq_len}")
+  rows = packing.pack_documents(documents, seq_len=args.seq_len, bos_id=bos, eos_id=eos,
+                                align=args.align)
   info = packing.write_shards(rows, args.out, seq_len=args.seq_len, num_shards=args.num_shards,
                               metadata={"tokenizer": args.tokenizer, "bos_id": bos, "eos_id": eos,
+                                        "align": args.align,
                                         "vocab_size": max([tokenizer.vocab_size] + [
                                             i + 1 for i in (bos, eos) if i is not None]),
                                         "inputs": paths})
