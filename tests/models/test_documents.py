@@ -12,8 +12,9 @@ from titans_jax import models
 from tests.models.test_models import VARIANTS, tiny_config, tokens
 
 LENGTH = 24
-# Documents start where the memory's chunk grid (4) and MAC's segments (6) start fresh.
-STARTS = {"mac": ([12], [12]), "default": ([12], [4, 8, 20])}
+DOCUMENT = 8
+# Documents start where the memory's chunk grid (4) and MAC's segments (8) start fresh.
+STARTS = ([8, 16], [8, 16])
 
 
 def _segments(starts):
@@ -26,31 +27,28 @@ def _segments(starts):
 
 @functools.lru_cache(maxsize=None)
 def _model(variant):
-  model = models.build_model(tiny_config(variant), nnx.Rngs(0))
-  return model, nnx.jit(lambda m, x, s: m(x, segments=s))
+  model = models.build_model(tiny_config(variant, segment_len=8), nnx.Rngs(0))
+  return model, nnx.jit(lambda m, x, s: m(x, segments=s)), nnx.jit(lambda m, x: m(x))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_each_document_reads_as_alone(variant):
-  model, packed_forward = _model(variant)
-  starts = STARTS.get(variant, STARTS["default"])
+  model, packed_forward, forward = _model(variant)
   x = tokens(5)
-  packed = np.asarray(packed_forward(model, x, _segments(starts)))
-  for row, row_starts in enumerate(starts):
-    bounds = [0] + row_starts + [LENGTH]
-    for start, end in zip(bounds[:-1], bounds[1:]):
-      alone = np.asarray(model(x[row:row + 1, start:end]))[0]
-      np.testing.assert_allclose(packed[row, start:end], alone, rtol=2e-5, atol=2e-5,
-                                 err_msg=f"row {row}, document [{start}, {end})")
-  # The resets matter: without them the later documents read differently.
-  assert np.abs(packed - np.asarray(model(x))).max() > 1e-4
+  packed = np.asarray(packed_forward(model, x, _segments(STARTS)))
+  # Every document alone, as one batch of rows.
+  alone = np.asarray(forward(model, x.reshape(-1, DOCUMENT))).reshape(packed.shape)
+  np.testing.assert_allclose(packed, alone, rtol=2e-5, atol=2e-5)
+  # The resets matter: one document per row reads the later documents differently.
+  one_document = np.asarray(packed_forward(model, x, jnp.zeros_like(x)))
+  assert np.abs(packed - one_document)[:, DOCUMENT:].max() > 1e-4
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_no_document_sees_another(variant):
   # Documents anywhere (not on the chunk grid): a change in one never reaches the next.
-  model, packed_forward = _model(variant)
-  segments = _segments([[7], [3, 17]]) if variant != "mac" else _segments([[12], [6, 18]])
+  model, packed_forward, _ = _model(variant)
+  segments = _segments([[7], [3, 17]])
   x = tokens(6)
   changed = x.at[0, 2].set((x[0, 2] + 5) % 19).at[1, 16].set((x[1, 16] + 5) % 19)
   a = np.asarray(packed_forward(model, x, segments))
@@ -61,6 +59,6 @@ def test_no_document_sees_another(variant):
 
 
 def test_bad_segments():
-  model, _ = _model("mag")
+  model = _model("mag")[0]
   with pytest.raises(ValueError, match="segments have shape"):
     model(tokens(0), segments=jnp.zeros((2, 5), jnp.int32))

@@ -60,15 +60,19 @@ def record_memory_writes():
   records: list[MemoryWrite] = []
   original_call, original_segments = MemoryBlock.__call__, MACMixer._segments
 
-  def recording_call(self, x, cache, *, chunk_offset=None):
+  def recording_call(self, x, cache, documents=None, **kwargs):
     if isinstance(x, jax.core.Tracer):
       raise ValueError("a memory block ran under a JAX transformation (jit, scan, vmap) while "
                        "recording; run the model eagerly (model(tokens) or model.stream) to trace it")
+    if documents is not None:
+      raise ValueError("traces follow one stream; trace packed documents one at a time")
     records.append(MemoryWrite(self, x, cache))
-    return original_call(self, x, cache, chunk_offset=chunk_offset)
+    return original_call(self, x, cache, **kwargs)
 
-  def eager_segments(self, x, cache, count):
+  def eager_segments(self, x, cache, count, documents=None, reset_cache=None):
     # Same pieces as MACMixer._segments, one after the other, with static positions.
+    if documents is not None:
+      raise ValueError("traces follow one stream; trace packed documents one at a time")
     segment, outputs = self.config.segment_len, []
     for index in range(count):
       out, cache = self._piece(x[:, index * segment:(index + 1) * segment], cache, 0)
