@@ -155,7 +155,10 @@ def _chunk_step(config, carry, chunk):
   (W, S, W_grad) that every document starts from."""
   activation = get_activation(config.activation)
   w_run, s_run, w_grad = carry[:3]
-  q, k, v, coefficients, completes = chunk
+  q, k, v, gate_terms, completes = chunk
+  # Gate-only terms, per chunk inside the scan: nothing of size chunks x b x b is kept
+  # for the backward pass (remat recomputes them with the chunk).
+  coefficients = _chunk_coefficients(*gate_terms)
   coeff, carried_momentum, keep_from_start, momentum_from_start, last_momentum = coefficients[:5]
   resets = len(coefficients) > 5
   forward_backward = lambda w: _keys_forward_backward(w, k, v, activation, config.residual)
@@ -347,15 +350,13 @@ def _memory_apply_jit(config, chunk_offset, state, q, k, v, theta, eta, alpha, r
   # Stage 2: per-token log gates, chunked with the chunk axis leading.
   chunked = lambda x: _to_chunks(x, num_chunks, b)
   completes = chunked(valid)[:, :, :, b - 1]  # [n, B, H]: the call covers the chunk's end
-  # Gate-only terms for all chunks at once, outside the sequential scan.
   gate_terms = [chunked(theta_p), chunked(safe_log(eta_p)), chunked(safe_log(1.0 - alpha_p)),
                 chunked(valid)]
   if resets is not None:  # padding never starts a document
     resets = jnp.broadcast_to(resets[:, None, :], theta.shape)
     gate_terms.append(chunked(place(resets.astype(dtype), 0.0)) > 0)
-  coefficients = jax.vmap(jax.vmap(jax.vmap(_chunk_coefficients)))(*gate_terms)
   chunks = (chunked(place(q, 0.0)), chunked(place(k, 0.0)), chunked(place(v, 0.0)),
-            coefficients, completes)
+            tuple(gate_terms), completes)
 
   # Stage 3: the chunk-to-chunk recurrence.
   weights = tuple(w.astype(dtype) for w in state.weights)
