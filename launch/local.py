@@ -1,6 +1,6 @@
 """Runs titans_jax.main as N processes on this machine, joined by jax.distributed.
 
-  python launch/local.py --processes=2 -- --config=experiments/lm.py:runlocal --workdir=/tmp/run
+  python launch/local.py --processes=2 -- --config=experiments/t1_language_modeling.py:model=mag,runlocal --workdir=/tmp/run
 
 Each process gets --coordinator_address/--num_processes/--process_id (CPU
 collectives over gloo) and its own log prefix; the exit code is the first

@@ -2,7 +2,7 @@
 # Runs an experiment on every worker of a Cloud TPU VM pod slice.
 #
 #   TPU_NAME=my-v5p-64 ZONE=us-east5-a launch/tpu_pod.sh \
-#       --config=experiments/lm.py:variant=mac,size=760m --workdir=gs://BUCKET/titans/mac760m
+#       --config=experiments/t1_language_modeling.py:model=mac,size=760M --workdir=gs://BUCKET/titans/mac760m
 #
 # Every worker installs this checkout (synced with scp first) and runs the same
 # command; jax.distributed.initialize() finds the pod's coordinator itself. The
