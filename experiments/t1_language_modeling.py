@@ -12,6 +12,9 @@ for 170M-400M, 30B (57,221 steps) for 760M. Sizes from titans_jax.models.presets
   #    (held-out files the same way, --out=/data/fineweb_edu/val; for
   #    --config.data.reset_at_documents=True add --align=16, the memory chunk, or
   #    --align=512 for MAC, its segment)
+  #    Or from the Hub through TFDS ArrayRecord (network once, pip install datasets):
+  #    --tfds_hf=HuggingFaceFW/fineweb-edu:sample-10BT --tfds_data_dir=/data/tfds --tfds_prepare
+  #    --tfds_split='train[:99%]' in place of --inputs (titans_jax/data/text_sources.py)
   # 2. Train on a TPU pod (every worker runs it; the shards must be readable on each)
   TPU_NAME=my-v5p-128 ZONE=us-east5-a launch/tpu_pod.sh \\
       --config=experiments/t1_language_modeling.py:size=760M,model=mac,tokenizer=/models/llama2/tokenizer.model \\

@@ -35,7 +35,10 @@ def base_config(model: dict | None = None) -> ml_collections.ConfigDict:
   # Source: "random" (smoke runs), "text" (local files, byte tokens), "tfds" (ArrayRecord),
   # "niah" / "mqar" (synthetic recall tasks, titans_jax/data/tasks.py), "packed" (shards of
   # python -m titans_jax.tools.pretokenize in data.train_path / data.eval_path), "babilong"
-  # (BABILong fine-tuning, titans_jax/data/babilong.py; byte tokens).
+  # (BABILong fine-tuning, titans_jax/data/babilong.py; byte tokens), "genomic" (GenomicBenchmarks
+  # DNA classification, titans_jax/data/genomic.py; train.objective="classification"),
+  # "hf_tfds" (a Hugging Face dataset prepared as TFDS ArrayRecord, one document per example,
+  # titans_jax/data/text_sources.py).
   config.data.source = "random"
   # Tokens per training example.
   config.data.seq_len = 256
@@ -54,6 +57,19 @@ def base_config(model: dict | None = None) -> ml_collections.ConfigDict:
   config.data.train_split = "train"
   config.data.eval_split = "validation"
   config.data.text_key = "text"
+  # source="hf_tfds": the Hugging Face dataset id and config prepared (once, with network) by
+  # text_sources.prepare_huggingface_tfds / pretokenize --tfds_hf=ID:CONFIG --tfds_prepare in
+  # data.tfds_data_dir, read offline from there; splits data.train_split / data.eval_split
+  # (TFDS slices, e.g. 'train[:99%]' / 'train[99%:]': FineWeb-Edu has only a train split),
+  # feature data.text_key. Each example is one document, tokenized by data.tokenizer when
+  # read, cut / padded (no loss) to seq_len + 1; packed shards waste no padding (see there).
+  # FineWeb-Edu's sample-10BT is our default subset (the paper names none).
+  config.data.hf_repo_id = "HuggingFaceFW/fineweb-edu"
+  config.data.hf_config = "sample-10BT"
+  # The tokenizer: 'byte' (or '': bytes), 'sentencepiece:PATH', 'hf:PATH'. source="hf_tfds"
+  # tokenizes with it; for "packed" it records the one the shards were made with (the zero-shot,
+  # RULER and BABILong CLIs read it from the run's config).
+  config.data.tokenizer = ""
   # source="niah": S-NIAH flavour "passkey" / "number" / "uuid" (RULER's PK / N / W).
   config.data.task = "passkey"
   # source="niah": haystack "noise" (one repeated paragraph) or "essay" (varied generated text).
@@ -75,6 +91,9 @@ def base_config(model: dict | None = None) -> ml_collections.ConfigDict:
   # source="babilong": an example over seq_len + 1 bytes is an error (False) or loses its
   # oldest context bytes (True).
   config.data.babilong_truncate = False
+  # source="genomic" (Table 4, titans_jax/data/genomic.py): a GenomicBenchmarks dataset name; its
+  # folder <data.train_path>/<name>/{train,test}/<class>/*.txt (evaluation reads test).
+  config.data.genomic_dataset = ""
 
   config.optimizer = ml_collections.ConfigDict()
   # Peak learning rate of AdamW (spec section 4: 4e-4).
@@ -98,6 +117,10 @@ def base_config(model: dict | None = None) -> ml_collections.ConfigDict:
   config.train.global_batch_size = 8
   # Micro-batches accumulated per step (global_batch_size must be a multiple).
   config.train.grad_accum_steps = 1
+  # Loss: "lm" (next-token cross-entropy on inputs / targets / weights) or "classification"
+  # (one label per row, logits mean-pooled over its real positions; model.output_dim =
+  # classes; Table 4). train_step.OBJECTIVES maps each name to its loss.
+  config.train.objective = "lm"
   # Console / metrics.jsonl / TensorBoard every N steps.
   config.train.log_every = 10
   # Evaluation every N steps (0: never) over eval_steps batches.

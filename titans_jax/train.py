@@ -78,6 +78,25 @@ def validate(config, workdir: str) -> None:
     if model.get("memory_gate_mode", "token") != "token":
       raise ValueError("data.reset_at_documents=True needs model.memory_gate_mode='token' (a "
                        "chunk-constant gate has no meaning for a document starting mid-chunk)")
+  _validate_objective(config)
+
+
+def _validate_objective(config) -> None:
+  """The loss, the data's labels and the model's head agree (Table 4: one class per row)."""
+  objective = config.train.get("objective", "lm")
+  train_step.objective_loss(objective)  # a ValueError naming the objectives
+  labelled = config.data.source in data.registry.LABELLED_SOURCES
+  if labelled != (objective == "classification"):
+    raise ValueError(f"train.objective={objective!r} does not fit data.source="
+                     f"{config.data.source!r}; 'classification' needs (and is needed by) one of "
+                     f"the labelled sources {data.registry.LABELLED_SOURCES}")
+  if objective == "classification":
+    classes = data.registry.class_names(config.data)
+    output_dim = int(config.model.get("output_dim", 0))
+    if output_dim != len(classes):
+      raise ValueError(f"model.output_dim={output_dim} but the data has {len(classes)} classes "
+                       f"{list(classes)}; expected --config.model.output_dim={len(classes)} (one "
+                       "logit per class)")
 
 
 class _Preemption:
@@ -175,11 +194,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     if primary:
       checkpointing.dump_json(os.path.join(workdir, "config.json"), config.to_dict())
+    objective = config.train.get("objective", "lm")
     step_fn = jax.jit(train_step.make_train_step(graphdef,
-                                                 grad_accum_steps=config.train.grad_accum_steps),
+                                                 grad_accum_steps=config.train.grad_accum_steps,
+                                                 objective=objective),
                       in_shardings=(state_shardings, batch_sharding),
                       out_shardings=(state_shardings, None), donate_argnums=(0,))
-    eval_fn = jax.jit(train_step.make_eval_step(graphdef),
+    eval_fn = jax.jit(train_step.make_eval_step(graphdef, objective=objective),
                       in_shardings=(state_shardings, batch_sharding))
     writer = metrics.MetricsWriter(workdir, enabled=primary, total_steps=config.train.steps,
                                    resume_step=start_step)

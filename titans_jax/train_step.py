@@ -18,6 +18,39 @@ def weighted_cross_entropy(logits, batch):
   return jnp.sum(losses * weights), jnp.sum(weights), jnp.sum(correct * weights)
 
 
+def classification_cross_entropy(logits, batch):
+  """Sums over examples: (loss, examples, correct) of one label per row (Table 4, DNA).
+
+  logits [B, T, num_classes] are averaged over each row's real positions
+  (batch["weights"] = 1), then scored against batch["label"] [B]. Mean pooling follows
+  HyenaDNA's GenomicBenchmarks decoder (`mode: pool`), whose numbers Titans Table 4
+  compares with; unlike it we leave padding out of the mean. The head is linear, so this
+  equals pooling the final hidden states before the head. A row without real positions
+  counts for nothing.
+  """
+  logits = logits.astype(jnp.float32)
+  mask = batch["weights"].astype(jnp.float32)
+  length = jnp.sum(mask, axis=-1)
+  pooled = jnp.einsum("btc,bt->bc", logits, mask) / jnp.maximum(length, 1.0)[:, None]
+  labels = batch["label"]
+  losses = optax.softmax_cross_entropy_with_integer_labels(pooled, labels)
+  rows = (length > 0).astype(jnp.float32)
+  correct = (jnp.argmax(pooled, axis=-1) == labels).astype(jnp.float32)
+  return jnp.sum(losses * rows), jnp.sum(rows), jnp.sum(correct * rows)
+
+
+# train.objective -> loss(logits, batch) -> (loss sum, weight, correct): the steps divide
+# the sums by the weight (tokens for "lm", examples for "classification").
+OBJECTIVES = {"lm": weighted_cross_entropy, "classification": classification_cross_entropy}
+
+
+def objective_loss(objective: str):
+  if objective not in OBJECTIVES:
+    raise ValueError(f"train.objective={objective!r} is unknown; expected one of "
+                     f"{tuple(OBJECTIVES)}")
+  return OBJECTIVES[objective]
+
+
 def forward(model, batch):
   """Logits of a batch; packed rows with "segments" read each document alone."""
   return model(batch["inputs"], segments=batch["segments"]) if "segments" in batch else model(
@@ -28,16 +61,17 @@ def _micro_batches(batch, count):
   return jax.tree.map(lambda x: x.reshape((count, x.shape[0] // count) + x.shape[1:]), batch)
 
 
-def make_train_step(graphdef, *, grad_accum_steps: int = 1):
+def make_train_step(graphdef, *, grad_accum_steps: int = 1, objective: str = "lm"):
   """step(state, batch) -> (state, metrics); state = nnx.state((model, optimizer))."""
+  loss_of = objective_loss(objective)
 
   def step(state, batch):
     model, optimizer = nnx.merge(graphdef, state)
     model_graph, params, rest = nnx.split(model, nnx.Param, ...)
 
     def loss_fn(params, micro):
-      loss_sum, weight, correct = weighted_cross_entropy(
-          forward(nnx.merge(model_graph, params, rest), micro), micro)
+      loss_sum, weight, correct = loss_of(forward(nnx.merge(model_graph, params, rest), micro),
+                                          micro)
       return loss_sum, (weight, correct)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -68,10 +102,13 @@ def make_train_step(graphdef, *, grad_accum_steps: int = 1):
   return step
 
 
-def make_eval_step(graphdef):
+def make_eval_step(graphdef, *, objective: str = "lm"):
+  """step(state, batch) -> sums of loss, weight and correct (train.py adds them up)."""
+  loss_of = objective_loss(objective)
+
   def step(state, batch):
     model, _ = nnx.merge(graphdef, state)
-    loss_sum, weight, correct = weighted_cross_entropy(forward(model, batch), batch)
+    loss_sum, weight, correct = loss_of(forward(model, batch), batch)
     return {"loss_sum": loss_sum, "weight": weight, "correct": correct}
 
   return step

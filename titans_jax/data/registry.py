@@ -6,7 +6,10 @@ from titans_jax.data.sources import BYTE_VOCAB_SIZE, ByteTextSource, RandomToken
 from titans_jax.data.tasks import (HAYSTACKS, MQAR_FILLERS, NIAH_TASKS, MqarSource,
                                    NeedleInHaystackSource)
 
-SOURCES = ("random", "text", "tfds", "niah", "mqar", "packed", "babilong")
+SOURCES = ("random", "text", "tfds", "niah", "mqar", "packed", "babilong", "genomic",
+           "hf_tfds")
+# Sources whose examples carry a class `label` (train.objective="classification").
+LABELLED_SOURCES = ("genomic",)
 
 
 def _split_seed(data_config, split: str) -> int:
@@ -82,6 +85,46 @@ def _make_babilong(data_config, *, split: str, seq_len: int):
                         truncate=bool(data_config.get("babilong_truncate", False)))
 
 
+def _genomic_root(data_config, split: str) -> str:
+  root = data_config.train_path if split == "train" else (data_config.eval_path or
+                                                          data_config.train_path)
+  if not root:
+    raise ValueError("data.source='genomic' needs data.train_path: the folder genomic_benchmarks "
+                     "downloads into (default '~/.genomic_benchmarks'), holding "
+                     "<data.genomic_dataset>/{train,test}/<class>/*.txt")
+  return root
+
+
+def class_names(data_config) -> tuple[str, ...]:
+  """The classes of a labelled source (its training split), to check the model's head."""
+  if data_config.source == "genomic":
+    from titans_jax.data import genomic
+
+    return genomic.class_names(_genomic_root(data_config, "train"),
+                               getattr(data_config, "genomic_dataset", ""), "train")
+  raise ValueError(f"data.source={data_config.source!r} gives no class labels; expected one of "
+                   f"{LABELLED_SOURCES} for train.objective='classification'")
+
+
+def _make_genomic(data_config, *, split: str, seq_len: int, vocab_size: int):
+  from titans_jax.data import genomic
+
+  if vocab_size < genomic.GENOMIC_VOCAB_SIZE:
+    raise ValueError(f"data.source='genomic' uses token ids 0..{genomic.GENOMIC_VOCAB_SIZE - 1} "
+                     f"(pad + {genomic.BASES}) but model.vocab_size is {vocab_size}; expected "
+                     f"model.vocab_size >= {genomic.GENOMIC_VOCAB_SIZE}")
+  dataset = getattr(data_config, "genomic_dataset", "")
+  # GenomicBenchmarks has train and test splits only; evaluation reads test (as HyenaDNA).
+  source = genomic.GenomicSource(_genomic_root(data_config, split), dataset,
+                                 split="train" if split == "train" else "test", seq_len=seq_len)
+  if split != "train":
+    trained = genomic.class_names(_genomic_root(data_config, "train"), dataset, "train")
+    if source.classes != trained:
+      raise ValueError(f"the test classes {list(source.classes)} of {dataset!r} differ from its "
+                       f"train classes {list(trained)}; expected the same class folders in both")
+  return source
+
+
 def make_source(data_config, *, split: str, vocab_size: int):
   """split: "train" or "eval". Raises ValueError for unknown or unreadable data."""
   kind = data_config.source
@@ -118,4 +161,10 @@ def make_source(data_config, *, split: str, vocab_size: int):
     return _make_packed(data_config, split=split, seq_len=seq_len, vocab_size=vocab_size)
   if kind == "babilong":
     return _make_babilong(data_config, split=split, seq_len=seq_len)
+  if kind == "hf_tfds":
+    from titans_jax.data.text_sources import make_hf_tfds_source
+
+    return make_hf_tfds_source(data_config, split=split, vocab_size=vocab_size)
+  if kind == "genomic":
+    return _make_genomic(data_config, split=split, seq_len=seq_len, vocab_size=vocab_size)
   raise ValueError(f"data.source={kind!r} is unknown; expected one of {SOURCES}")
