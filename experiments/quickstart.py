@@ -14,8 +14,9 @@ bookkeeping, so the evaluation streams 16x-long contexts through one compiled st
 with memory that does not grow.
 
 Measured (2 CPU cores, 1200 steps, ~8 minutes end to end; WORKSPACE.md has the table):
-the MAG recalls 100% of passkeys at the training length (256 tokens: every needle
-beyond its 32-token window), 77.5% at 4x and 35% at 16x the training length; the SWA
+the MAG recalls 85-100% of passkeys at the training length (256 tokens: every needle
+beyond its 32-token window), 78-80% at 4x and 30-35% at 16x the training length (two
+builds of equal math; float rounding makes the runs differ); the SWA
 baseline stays at chance.
 
 Why these memory settings:

@@ -90,6 +90,13 @@ def _validate_objective(config) -> None:
     raise ValueError(f"train.objective={objective!r} does not fit data.source="
                      f"{config.data.source!r}; 'classification' needs (and is needed by) one of "
                      f"the labelled sources {data.registry.LABELLED_SOURCES}")
+  forecasting = config.data.source in data.registry.FORECAST_SOURCES
+  if forecasting != (objective == "forecast"):
+    raise ValueError(f"train.objective={objective!r} does not fit data.source="
+                     f"{config.data.source!r}; 'forecast' needs (and is needed by) one of the "
+                     f"forecasting sources {data.registry.FORECAST_SOURCES}")
+  if objective == "forecast":
+    _validate_forecast(config)
   if objective == "classification":
     classes = data.registry.class_names(config.data)
     output_dim = int(config.model.get("output_dim", 0))
@@ -97,6 +104,21 @@ def _validate_objective(config) -> None:
       raise ValueError(f"model.output_dim={output_dim} but the data has {len(classes)} classes "
                        f"{list(classes)}; expected --config.model.output_dim={len(classes)} (one "
                        "logit per class)")
+
+
+def _validate_forecast(config) -> None:
+  """Table 3: the model's lookback, horizon and variables match the data's (when it says)."""
+  settings = data.registry.timeseries_settings(config.data)
+  model = config.model
+  for field, key in (("lookback", "ts_lookback"), ("horizon", "ts_horizon")):
+    if field in model and int(model[field]) != settings[field]:
+      raise ValueError(f"model.{field}={model[field]} but data.{key}={settings[field]}; expected "
+                       f"the same value in both (--config.model.{field}={settings[field]})")
+  variables = len(data.registry.timeseries_variables(config.data))
+  for field in ("input_dim", "output_dim"):
+    if int(model.get(field, variables)) != variables:
+      raise ValueError(f"model.{field}={model[field]} but {settings['dataset']} has {variables} "
+                       f"variables; expected --config.model.{field}={variables}")
 
 
 class _Preemption:
@@ -216,7 +238,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         result = jax.device_get(eval_fn(state, _global_batch(next(iterator), batch_sharding)))
         totals = {k: totals[k] + float(result[k]) for k in totals}
       weight = max(totals["weight"], 1.0)
-      return {"eval_loss": totals["loss_sum"] / weight, "eval_accuracy": totals["correct"] / weight}
+      row = {"eval_loss": totals["loss_sum"] / weight, "eval_accuracy": totals["correct"] / weight}
+      if objective == "forecast":  # Table 3's columns (train_step.forecast_squared_error)
+        row.update(eval_mse=row["eval_loss"], eval_mae=row["eval_accuracy"])
+      return row
 
     def finish(step_metrics, step):
       """Host side of a finished step: checks and logs (one step late)."""

@@ -7,9 +7,11 @@ from titans_jax.data.tasks import (HAYSTACKS, MQAR_FILLERS, NIAH_TASKS, MqarSour
                                    NeedleInHaystackSource)
 
 SOURCES = ("random", "text", "tfds", "niah", "mqar", "packed", "babilong", "genomic",
-           "hf_tfds")
+           "hf_tfds", "timeseries")
 # Sources whose examples carry a class `label` (train.objective="classification").
 LABELLED_SOURCES = ("genomic",)
+# Sources of continuous windows with float targets (train.objective="forecast", Table 3).
+FORECAST_SOURCES = ("timeseries",)
 
 
 def _split_seed(data_config, split: str) -> int:
@@ -125,6 +127,41 @@ def _make_genomic(data_config, *, split: str, seq_len: int, vocab_size: int):
   return source
 
 
+# make_source's split -> the Time-Series-Library split: evaluation reads test (Table 3's
+# numbers are test MSE / MAE); "val" is there for callers that want TSLib's validation.
+_TIMESERIES_SPLITS = {"train": "train", "eval": "test", "val": "val", "test": "test"}
+
+
+def timeseries_settings(data_config) -> dict:
+  """folder, dataset, lookback, horizon of data.source='timeseries' (Table 3)."""
+  from titans_jax.data import timeseries
+
+  folder = data_config.train_path
+  if not folder:
+    raise ValueError("data.source='timeseries' needs data.train_path: the folder holding the "
+                     "Time-Series-Library CSVs (e.g. ./dataset with ETT-small/ETTh1.csv)")
+  return dict(folder=folder, dataset=timeseries.dataset_name(data_config.get("ts_dataset", "")),
+              lookback=int(data_config.get("ts_lookback", timeseries.DEFAULT_LOOKBACK)),
+              horizon=int(data_config.get("ts_horizon", 96)))
+
+
+def timeseries_variables(data_config) -> tuple[str, ...]:
+  """The variables of the configured CSV (its header only), to check the model's width."""
+  from titans_jax.data import timeseries
+
+  settings = timeseries_settings(data_config)
+  return timeseries.read_header(timeseries.find_csv(settings["folder"], settings["dataset"]))
+
+
+def _make_timeseries(data_config, *, split: str):
+  from titans_jax.data import timeseries
+
+  if split not in _TIMESERIES_SPLITS:
+    raise ValueError(f"split={split!r} is unknown; expected one of {tuple(_TIMESERIES_SPLITS)}")
+  return timeseries.TimeSeriesSource(split=_TIMESERIES_SPLITS[split],
+                                     **timeseries_settings(data_config))
+
+
 def make_source(data_config, *, split: str, vocab_size: int):
   """split: "train" or "eval". Raises ValueError for unknown or unreadable data."""
   kind = data_config.source
@@ -167,4 +204,6 @@ def make_source(data_config, *, split: str, vocab_size: int):
     return make_hf_tfds_source(data_config, split=split, vocab_size=vocab_size)
   if kind == "genomic":
     return _make_genomic(data_config, split=split, seq_len=seq_len, vocab_size=vocab_size)
+  if kind == "timeseries":
+    return _make_timeseries(data_config, split=split)
   raise ValueError(f"data.source={kind!r} is unknown; expected one of {SOURCES}")
