@@ -25,9 +25,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _measure import run_worker  # noqa: E402  (the benchmarks' shared subprocess runner)
 
 D_MODEL, HEADS, HEAD_DIM, EXPANSION, CHUNK, BATCH = 256, 4, 64, 4, 64, 4
 TARGETS = "token >= 2x peer at 2K and >= 5x at 8K; 32K within 20% of 2K; 32K RSS < 4 GB; >= 30% of peak"
@@ -165,38 +167,9 @@ def worker_main(args) -> None:
 def run_measurement(worker: str, *, length=0, mode="", steps=3, timeout=900,
                     memory_cap_gb=20.0) -> dict:
   """Runs one worker subprocess; returns its result with peak RSS, or an error."""
-  import psutil
-
-  command = [sys.executable, os.path.abspath(__file__), f"--worker={worker}",
-             f"--length={length}", f"--mode={mode}", f"--steps={steps}"]
-  env = dict(os.environ, PYTHONUNBUFFERED="1")
-  child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env=env)
-  process, peak, error = psutil.Process(child.pid), 0, None
-  start = time.time()
-  while child.poll() is None:
-    try:
-      peak = max(peak, process.memory_info().rss)
-    except psutil.Error:
-      pass
-    if peak > memory_cap_gb * 2**30:
-      child.kill()
-      error = f"OOM (> {memory_cap_gb:g} GB)"
-    elif time.time() - start > timeout:
-      child.kill()
-      error = f"timeout (> {timeout} s)"
-    time.sleep(0.1)
-  _, rusage = os.wait4(child.pid, 0) if child.returncode is None else (None, None)
-  stdout, stderr = child.communicate()
-  if rusage is not None:
-    peak = max(peak, rusage.ru_maxrss * 1024)
-  if error is None:
-    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
-    if not lines:
-      tail = stderr.strip().splitlines()[-1:] or ["no output"]
-      error = "OOM" if "MemoryError" in stderr or child.returncode == -9 else f"failed: {tail[0][:120]}"
-  result = json.loads(lines[0][7:]) if error is None else {}
-  return {**result, "peak_rss_gb": peak / 2**30, "error": error}
+  return run_worker([os.path.abspath(__file__), f"--worker={worker}", f"--length={length}",
+                     f"--mode={mode}", f"--steps={steps}"], timeout=timeout,
+                    memory_cap_gb=memory_cap_gb)
 
 
 def peer_available() -> bool:

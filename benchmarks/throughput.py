@@ -19,7 +19,6 @@ import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -27,6 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(ROOT, "experiments", "f9_throughput.py")
 if ROOT not in sys.path:  # a script in the checkout: titans_jax and experiments/ import uninstalled
   sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _measure import run_worker  # noqa: E402  (the benchmarks' shared subprocess runner)
 
 
 def load_config(spec: str):
@@ -89,33 +90,10 @@ def measure(variant: str, size: str, model: dict, length: int, batch_size: int,
 
 def run_measurement(job: dict, *, timeout: float, memory_cap_gb: float) -> dict:
   """One worker subprocess; its result with peak RSS, or an error ('OOM', 'timeout', ...)."""
-  import psutil
-
-  command = [sys.executable, os.path.abspath(__file__), "--worker=" + json.dumps(job)]
-  env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=ROOT + os.pathsep +
-             os.environ.get("PYTHONPATH", ""))
-  child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env=env)
-  process, peak, error, start = psutil.Process(child.pid), 0, None, time.time()
-  while child.poll() is None:
-    try:
-      peak = max(peak, process.memory_info().rss)
-    except psutil.Error:
-      pass
-    if peak > memory_cap_gb * 2**30:
-      child.kill()
-      error = f"OOM (> {memory_cap_gb:g} GB)"
-    elif time.time() - start > timeout:
-      child.kill()
-      error = f"timeout (> {timeout:g} s)"
-    time.sleep(0.05)
-  stdout, stderr = child.communicate()
-  lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
-  if error is None and not lines:
-    tail = stderr.strip().splitlines()[-1:] or ["no output"]
-    error = "OOM" if child.returncode == -9 else f"failed: {tail[0][:160]}"
-  result = json.loads(lines[0][7:]) if error is None else {}
-  return {**job, **result, "peak_rss_gb": peak / 2**30, "error": error}
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  result = run_worker([os.path.abspath(__file__), "--worker=" + json.dumps(job)],
+                      timeout=timeout, memory_cap_gb=memory_cap_gb, env=env)
+  return {**job, **result}
 
 
 def format_table(rows: list[dict], models: list[str], lengths: list[int]) -> str:
