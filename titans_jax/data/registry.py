@@ -19,6 +19,12 @@ def _split_seed(data_config, split: str) -> int:
   return int(data_config.seed) + (0 if split == "train" else 1_000_003)
 
 
+def _split_path(data_config, split: str) -> str:
+  """data.train_path for training; data.eval_path (falling back to it) for evaluation."""
+  return data_config.train_path if split == "train" else (data_config.eval_path or
+                                                          data_config.train_path)
+
+
 def _require_choice(field: str, value, choices: tuple[str, ...]):
   if value not in choices:
     raise ValueError(f"{field}={value!r} is unknown; expected one of {choices}")
@@ -57,8 +63,7 @@ def _make_mqar(data_config, *, seed: int, seq_len: int, vocab_size: int) -> Mqar
 def _make_packed(data_config, *, split: str, seq_len: int, vocab_size: int):
   from titans_jax.data.packing import PackedSource
 
-  pattern = data_config.train_path if split == "train" else (data_config.eval_path or
-                                                             data_config.train_path)
+  pattern = _split_path(data_config, split)
   if not pattern:
     raise ValueError("data.source='packed' needs data.train_path: the shards the pretokenize tool "
                      "wrote (e.g. 'corpus/train-*.array_record')")
@@ -74,8 +79,7 @@ def _make_packed(data_config, *, split: str, seq_len: int, vocab_size: int):
 def _make_babilong(data_config, *, split: str, seq_len: int):
   from titans_jax.data.babilong import DEFAULT_TASKS, BabilongSource
 
-  root = data_config.train_path if split == "train" else (data_config.eval_path or
-                                                          data_config.train_path)
+  root = _split_path(data_config, split)
   if not root:
     raise ValueError("data.source='babilong' needs data.train_path: a folder of "
                      "<length>/<task>.jsonl files (e.g. RMT-team/babilong-train-5k-samples "
@@ -88,8 +92,7 @@ def _make_babilong(data_config, *, split: str, seq_len: int):
 
 
 def _genomic_root(data_config, split: str) -> str:
-  root = data_config.train_path if split == "train" else (data_config.eval_path or
-                                                          data_config.train_path)
+  root = _split_path(data_config, split)
   if not root:
     raise ValueError("data.source='genomic' needs data.train_path: the folder genomic_benchmarks "
                      "downloads into (default '~/.genomic_benchmarks'), holding "
@@ -181,8 +184,7 @@ def make_source(data_config, *, split: str, vocab_size: int):
     raise ValueError(f"data.source={kind!r} gives byte tokens (0..255) but model.vocab_size is "
                      f"{vocab_size}; expected model.vocab_size >= {BYTE_VOCAB_SIZE}")
   if kind == "text":
-    paths = data_config.train_path if split == "train" else (data_config.eval_path or
-                                                              data_config.train_path)
+    paths = _split_path(data_config, split)
     if not paths:
       raise ValueError("data.source='text' needs data.train_path (a file, glob or "
                        "comma-separated list of text files)")
