@@ -86,8 +86,8 @@ def get_config(arguments=None):
   config.train.global_batch_size = GLOBAL_BATCH
   config.train.log_every = 50
   config.train.eval_every = min(10 * epoch, steps)  # every 10 epochs
-  # The whole test split per evaluation; its last batch wraps round to the split's start,
-  # so up to GLOBAL_BATCH - 1 examples count twice (< 2% of the smallest split).
+  # The whole test split per evaluation, each example once (the last batch is padded with
+  # rows of weight 0).
   config.train.eval_steps = math.ceil(test_size / GLOBAL_BATCH)
   config.train.checkpoint_every = config.train.eval_every
   config.optimizer.learning_rate = 6e-4

@@ -25,34 +25,66 @@ def describe_state(state) -> dict:
 
 
 class Checkpointer:
-  """A CheckpointManager in `<workdir>/checkpoints` that keeps the last `keep` steps."""
+  """A CheckpointManager in `<workdir>/checkpoints` that keeps the last `keep` steps.
 
-  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
+  best_metric (early stopping, train.early_stopping_patience): saves may carry
+  metrics={best_metric: value}; the step of the lowest value is kept as well, however
+  old (Orbax preservation policies: a step stays if LatestN(keep) or BestN(1) keeps it),
+  so the best model can be restored at the end of a run, as TSLib reloads its best
+  checkpoint.
+  """
+
+  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True,
+               best_metric: str | None = None):
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           enable_async_checkpointing=async_save)
+    if best_metric:
+      policies = ocp.checkpoint_managers
+      metric = lambda metrics: float(metrics[best_metric])
+      # best_fn (min) makes Orbax write the metrics with each step, so the best step
+      # survives a restart; the policy keeps it next to the latest `keep` steps.
+      options = ocp.CheckpointManagerOptions(
+          create=True, enable_async_checkpointing=async_save, best_fn=metric, best_mode="min",
+          preservation_policy=policies.AnyPreservationPolicy([
+              policies.LatestN(n=keep),
+              policies.BestN(get_metric_fn=metric, reverse=True, n=1,
+                             keep_checkpoints_without_metrics=False)]))
+    else:
+      options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=async_save)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=("state", "data", "meta"))
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, state, data_state: dict, meta: dict, *, force: bool = False) -> bool:
+  def save(self, step: int, state, data_state: dict, meta: dict, *, force: bool = False,
+           progress: dict | None = None, metrics: dict | None = None) -> bool:
+    """progress: the loop's own record (early stopping) restored by `progress(step)`."""
     meta = dict(meta, state=describe_state(state))
+    if progress is not None:
+      meta["progress"] = progress
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(meta))
-    return self.manager.save(step, args=args, force=force)
+    return self.manager.save(step, args=args, force=force, metrics=metrics)
 
-  def restore(self, step: int, abstract_state, meta: dict):
-    """Returns (state, data_state) of `step`; abstract_state carries shapes and shardings."""
+  def _meta(self, step: int) -> dict:
     where = os.path.join(self.directory, str(step))
     try:
       saved_meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-      saved_meta = saved_meta["meta"]
+      return saved_meta["meta"]
     except Exception as error:
       raise CheckpointError(
           f"the checkpoint at {where} cannot be read ({type(error).__name__}: {error}). It was "
           "left as it is; move it away, or start with another --workdir") from None
+
+  def progress(self, step: int) -> dict:
+    """The record saved with `step` by save(progress=...); {} when it has none."""
+    return dict(self._meta(step).get("progress") or {})
+
+  def restore(self, step: int, abstract_state, meta: dict):
+    """Returns (state, data_state) of `step`; abstract_state carries shapes and shardings."""
+    where = os.path.join(self.directory, str(step))
+    saved_meta = self._meta(step)
     _check_compatible(where, saved_meta, dict(meta, state=describe_state(abstract_state)))
     try:
       restored = self.manager.restore(step, args=ocp.args.Composite(

@@ -123,9 +123,18 @@ def base_config(model: dict | None = None) -> ml_collections.ConfigDict:
   config.train.objective = "lm"
   # Console / metrics.jsonl / TensorBoard every N steps.
   config.train.log_every = 10
-  # Evaluation every N steps (0: never) over eval_steps batches.
+  # Evaluation every N steps (0: never) over eval_steps batches. The finite splits of
+  # data.source="timeseries" / "genomic" (Tables 3 / 4) end sooner: one pass, every example
+  # once, the last batch padded with rows of weight 0 (data.registry.ONE_PASS_EVAL_SOURCES).
   config.train.eval_every = 200
   config.train.eval_steps = 4
+  # Early stopping (0: off) as the Time-Series-Library trains Table 3 (utils/tools.py
+  # EarlyStopping, --patience 3): each evaluation also scores the validation split; after this
+  # many evaluations in a row without a validation loss <= the best, training stops (a clean
+  # end: the step is saved). The best step's checkpoint is kept besides the last
+  # keep_checkpoints, and the run ends with the test metrics of that model (metrics.jsonl:
+  # best_step, best_val_loss, test_*). Needs eval_every >= 1 and data.source="timeseries".
+  config.train.early_stopping_patience = 0
   # Checkpoint every N steps, keeping the last keep_checkpoints; saves are asynchronous.
   config.train.checkpoint_every = 200
   config.train.keep_checkpoints = 3

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import itertools
+import math
 import os
 import signal
 import time
@@ -34,7 +36,9 @@ class TrainResult:
   workdir: str
   preempted: bool = False
   graphdef: Any = None  # nnx.merge(graphdef, state) -> (model, optimizer)
-  state: Any = None
+  state: Any = None  # of the last step (with early stopping, not of the best step)
+  # Early stopping: the best validation step; its test metrics end the history ("test_*").
+  best_step: int | None = None
 
 
 def build_model(model_config: ml_collections.ConfigDict, rngs: nnx.Rngs):
@@ -78,6 +82,17 @@ def validate(config, workdir: str) -> None:
     if model.get("memory_gate_mode", "token") != "token":
       raise ValueError("data.reset_at_documents=True needs model.memory_gate_mode='token' (a "
                        "chunk-constant gate has no meaning for a document starting mid-chunk)")
+  patience = int(train.get("early_stopping_patience", 0))
+  if patience < 0:
+    raise ValueError(f"train.early_stopping_patience must be >= 0 (0: off), got {patience}")
+  if patience and not train.eval_every:
+    raise ValueError(f"train.early_stopping_patience={patience} checks the validation loss at each "
+                     "evaluation, but train.eval_every=0 never evaluates; expected "
+                     "train.eval_every >= 1 (e.g. one epoch of steps)")
+  if patience and config.data.source not in data.registry.VALIDATION_SOURCES:
+    raise ValueError(f"train.early_stopping_patience={patience} needs a validation split apart "
+                     f"from the test split, which data.source={config.data.source!r} does not "
+                     f"have; expected one of {data.registry.VALIDATION_SOURCES} or patience 0")
   _validate_objective(config)
 
 
@@ -119,6 +134,38 @@ def _validate_forecast(config) -> None:
     if int(model.get(field, variables)) != variables:
       raise ValueError(f"model.{field}={model[field]} but {settings['dataset']} has {variables} "
                        f"variables; expected --config.model.{field}={variables}")
+
+
+@dataclasses.dataclass
+class EarlyStopping:
+  """The Time-Series-Library's EarlyStopping (utils/tools.py), checked at each evaluation.
+
+  A validation loss <= the best so far is a new best (TSLib: `score < best_score + delta`
+  with delta 0 counts as no improvement, so ties improve); otherwise a counter grows, and
+  training stops when it reaches `patience` (TSLib's --patience, 3). A non-finite loss
+  never improves. `record()` is saved with every checkpoint so a resumed run keeps the
+  counter and the best step.
+  """
+  patience: int
+  best_loss: float | None = None
+  best_step: int | None = None
+  bad_evals: int = 0
+
+  @property
+  def stopped(self) -> bool:
+    return self.bad_evals >= self.patience
+
+  def update(self, step: int, loss: float) -> bool:
+    """True if `loss` is a new best (its step becomes best_step)."""
+    if math.isfinite(loss) and (self.best_loss is None or loss <= self.best_loss):
+      self.best_loss, self.best_step, self.bad_evals = float(loss), int(step), 0
+      return True
+    self.bad_evals += 1
+    return False
+
+  def record(self) -> dict:
+    return {"best_loss": self.best_loss, "best_step": self.best_step,
+            "bad_evals": self.bad_evals}
 
 
 class _Preemption:
@@ -176,9 +223,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                      process_index=jax.process_index(), process_count=jax.process_count())
   train_batches = data.make_batches(data.make_source(config.data, split="train",
                                                      vocab_size=vocab_size), **loader_args)
-  eval_batches = data.make_batches(data.make_source(config.data, split="eval",
-                                                    vocab_size=vocab_size),
-                                   shuffle=False, **loader_args)
+  # Tables 3 / 4 score whole finite splits: each example once, the last batch padded.
+  one_pass = config.data.source in data.registry.ONE_PASS_EVAL_SOURCES
+
+  def eval_batches_of(split):
+    return data.make_batches(data.make_source(config.data, split=split, vocab_size=vocab_size),
+                             shuffle=False, one_pass=one_pass, **loader_args)
+
+  eval_batches = eval_batches_of("eval")
+  patience = int(config.train.get("early_stopping_patience", 0))
+  val_batches = eval_batches_of("val") if patience else None
 
   tx = optim.make_optimizer(config.optimizer, total_steps=config.train.steps)
 
@@ -193,23 +247,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   num_params = sum(x.size for x in jax.tree.leaves(nnx.state(abstract_state, nnx.Param)))
 
   checkpoints = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints,
-                                           async_save=config.train.async_checkpoint)
+                                           async_save=config.train.async_checkpoint,
+                                           best_metric="val_loss" if patience else None)
   meta = {"model": config.model.to_dict(), "num_params": int(num_params)}
   latest = checkpoints.latest_step()
   train_iter = data.make_iterator(train_batches, prefetch_threads=config.train.prefetch_threads)
   activation_rules = rules if config.get("activation_constraints", False) else ()
+  abstract = jax.tree.map(
+      lambda leaf, where: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=where),
+      abstract_state, state_shardings)
+  stopping = EarlyStopping(patience) if patience else None
   with jax.set_mesh(mesh), nnx.logical_axis_rules(activation_rules):
     if latest is None:
       init = jax.jit(lambda: nnx.split(create_objects())[1], out_shardings=state_shardings)
       state = init()
       start_step = 0
     else:
-      abstract = jax.tree.map(
-          lambda leaf, where: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=where),
-          abstract_state, state_shardings)
       state, data_state = checkpoints.restore(latest, abstract, meta)
       train_iter.set_state(data_state)
       start_step = latest
+      if stopping is not None:  # the counter and best step as saved (none: a fresh count)
+        stopping = EarlyStopping(patience, **checkpoints.progress(latest).get("early_stopping", {}))
       if primary:
         print(f"Resuming from the checkpoint of step {latest} in {checkpoints.directory}",
               flush=True)
@@ -231,17 +289,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     history, pending, preempted = [], None, False
     last_time, last_logged = time.time(), start_step
 
-    def evaluate(state):
-      iterator = iter(eval_batches.to_iter_dataset())
+    def evaluate(state, batches=eval_batches, prefix="eval"):
+      """eval_steps batches (a one-pass split ends sooner: its last batch is padded)."""
       totals = {"loss_sum": 0.0, "weight": 0.0, "correct": 0.0}
-      for _ in range(config.train.eval_steps):
-        result = jax.device_get(eval_fn(state, _global_batch(next(iterator), batch_sharding)))
+      for batch in itertools.islice(iter(batches.to_iter_dataset()), config.train.eval_steps):
+        result = jax.device_get(eval_fn(state, _global_batch(batch, batch_sharding)))
         totals = {k: totals[k] + float(result[k]) for k in totals}
       weight = max(totals["weight"], 1.0)
-      row = {"eval_loss": totals["loss_sum"] / weight, "eval_accuracy": totals["correct"] / weight}
+      row = {f"{prefix}_loss": totals["loss_sum"] / weight,
+             f"{prefix}_accuracy": totals["correct"] / weight}
       if objective == "forecast":  # Table 3's columns (train_step.forecast_squared_error)
-        row.update(eval_mse=row["eval_loss"], eval_mae=row["eval_accuracy"])
+        row.update({f"{prefix}_mse": row[f"{prefix}_loss"],
+                    f"{prefix}_mae": row[f"{prefix}_accuracy"]})
       return row
+
+    def report_best(step):
+      """TSLib's test(): the test split scored by the best-validation model (its checkpoint)."""
+      checkpoints.wait()
+      best_state, _ = checkpoints.restore(stopping.best_step, abstract, meta)
+      row = {"best_step": stopping.best_step, "best_val_loss": stopping.best_loss,
+             **evaluate(best_state, prefix="test")}
+      already = primary and any(  # a rerun of a finished run reports again, once in the file
+          r.get("best_step") == stopping.best_step and r["step"] == step
+          for r in metrics.read_jsonl(writer.jsonl_path))
+      if not already:
+        writer.write(step, row)
+      if primary:
+        print(f"Early stopping: the best validation loss {stopping.best_loss:.6g} was at step "
+              f"{stopping.best_step}; its test metrics: " + ", ".join(
+                  f"{k} {v:.6g}" for k, v in row.items() if k.startswith("test_")), flush=True)
+      history.append({"step": step, **row})
 
     def finish(step_metrics, step):
       """Host side of a finished step: checks and logs (one step late)."""
@@ -272,7 +349,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     try:
       with _Preemption() as preemption:
         step = start_step
-        while step < config.train.steps:
+        while step < config.train.steps and not (stopping is not None and stopping.stopped):
           batch = _global_batch(next(train_iter), batch_sharding)
           state, step_metrics = step_fn(state, batch)
           step += 1
@@ -281,28 +358,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           pending = (step_metrics, step)
           at_eval = config.train.eval_every and step % config.train.eval_every == 0
           at_save = step % config.train.checkpoint_every == 0 or step == config.train.steps
+          # Early stopping saves every evaluated step: the best one must be on disk.
+          at_save = at_save or bool(at_eval and stopping is not None)
           if at_eval or at_save or preemption.requested:
             finish(*pending)  # a checkpoint only ever holds checked steps
             pending = None
+          save_metrics = None
           if at_eval:
             row = evaluate(state)
+            if stopping is not None:  # TSLib: vali() on the val split each epoch, then the test
+              row.update(evaluate(state, val_batches, prefix="val"))
+              stopping.update(step, row["val_loss"])
+              if math.isfinite(row["val_loss"]):  # Orbax ranks the steps by it (best kept)
+                save_metrics = {"val_loss": row["val_loss"]}
             writer.write(step, row)
             writer.progress(step, row)
             history.append({"step": step, **row})
           if at_save or preemption.requested:
-            checkpoints.save(step, state, train_iter.get_state(), meta, force=True)
+            progress = {"early_stopping": stopping.record()} if stopping is not None else None
+            checkpoints.save(step, state, train_iter.get_state(), meta, force=True,
+                             progress=progress, metrics=save_metrics)
           if preemption.requested:
             preempted = True
             if primary:
               print(f"SIGTERM: saved step {step} in {checkpoints.directory}; exiting", flush=True)
             break
+          if stopping is not None and stopping.stopped:
+            if primary:
+              print(f"Early stopping at step {step}: no better validation loss in "
+                    f"{stopping.bad_evals} evaluations (train.early_stopping_patience="
+                    f"{patience}); step {step} is saved", flush=True)
+            break
         if pending is not None:
           finish(*pending)
+        if stopping is not None and not preempted:
+          if stopping.best_step is not None:
+            report_best(step)
+          elif primary:
+            print("Early stopping: no validation loss was measured (or none was finite); "
+                  "nothing to report", flush=True)
     finally:  # also on errors: async saves finish, files close
       checkpoints.close()
       writer.close()
   return TrainResult(step=step, history=history, workdir=workdir, preempted=preempted,
-                     graphdef=graphdef, state=state)
+                     graphdef=graphdef, state=state,
+                     best_step=stopping.best_step if stopping is not None else None)
 
 
 def load_model(workdir: str, step: int | None = None):

@@ -9,11 +9,19 @@ import optax
 from flax import nnx
 
 
+def row_weights(batch, rows: int):
+  """Per-row weights [rows]: batch["row_weight"] where evaluation padded its last batch
+  (pipeline.make_batches(one_pass=True): 0 on the padding rows), else ones."""
+  if "row_weight" in batch:
+    return batch["row_weight"].astype(jnp.float32)
+  return jnp.ones((rows,), jnp.float32)
+
+
 def weighted_cross_entropy(logits, batch):
   """Sums over tokens: (loss, weight, correct), with float32 logits."""
   logits = logits.astype(jnp.float32)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-  weights = batch["weights"].astype(jnp.float32)
+  weights = batch["weights"].astype(jnp.float32) * row_weights(batch, logits.shape[0])[:, None]
   correct = (jnp.argmax(logits, axis=-1) == batch["targets"]).astype(jnp.float32)
   return jnp.sum(losses * weights), jnp.sum(weights), jnp.sum(correct * weights)
 
@@ -25,8 +33,8 @@ def classification_cross_entropy(logits, batch):
   (batch["weights"] = 1), then scored against batch["label"] [B]. Mean pooling follows
   HyenaDNA's GenomicBenchmarks decoder (`mode: pool`), whose numbers Titans Table 4
   compares with; unlike it we leave padding out of the mean. The head is linear, so this
-  equals pooling the final hidden states before the head. A row without real positions
-  counts for nothing.
+  equals pooling the final hidden states before the head. A row without real positions,
+  or with row_weight 0 (the padding of a one-pass evaluation), counts for nothing.
   """
   logits = logits.astype(jnp.float32)
   mask = batch["weights"].astype(jnp.float32)
@@ -34,7 +42,7 @@ def classification_cross_entropy(logits, batch):
   pooled = jnp.einsum("btc,bt->bc", logits, mask) / jnp.maximum(length, 1.0)[:, None]
   labels = batch["label"]
   losses = optax.softmax_cross_entropy_with_integer_labels(pooled, labels)
-  rows = (length > 0).astype(jnp.float32)
+  rows = (length > 0).astype(jnp.float32) * row_weights(batch, logits.shape[0])
   correct = (jnp.argmax(pooled, axis=-1) == labels).astype(jnp.float32)
   return jnp.sum(losses * rows), jnp.sum(rows), jnp.sum(correct * rows)
 
@@ -44,11 +52,16 @@ def forecast_squared_error(outputs, batch):
 
   outputs and batch["targets"] are [B, horizon, C] (standardised, as the Time-Series-
   Library scores them); the steps divide by the count, giving MSE as the loss and MAE
-  in the "accuracy" slot (train.py reports them as eval_mse / eval_mae too).
+  in the "accuracy" slot (train.py reports them as eval_mse / eval_mae too). Rows of
+  row_weight 0 (the padding of a one-pass evaluation) count for nothing, so the test
+  split's windows each count once, as TSLib's test() concatenates them.
   """
   error = outputs.astype(jnp.float32) - batch["targets"].astype(jnp.float32)
-  count = jnp.asarray(error.size, jnp.float32)
-  return jnp.sum(error * error), count, jnp.sum(jnp.abs(error))
+  rows = row_weights(batch, error.shape[0])
+  values_per_row = error.size // error.shape[0]
+  weights = rows.reshape((-1,) + (1,) * (error.ndim - 1))
+  return (jnp.sum(error * error * weights), jnp.sum(rows) * values_per_row,
+          jnp.sum(jnp.abs(error) * weights))
 
 
 # train.objective -> loss(logits, batch) -> (loss sum, weight, correct): the steps divide

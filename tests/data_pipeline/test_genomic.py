@@ -94,8 +94,8 @@ def test_t4_runlocal_trains_and_reports_eval_accuracy(tmp_path):
   from experiments import t4_dna
   from titans_jax import train
 
-  # Given the runlocal config pointed at a generated two-class folder
-  write_benchmark(tmp_path / "data", length=40)
+  # Given the runlocal config pointed at a generated two-class folder of 10 test sequences
+  write_benchmark(tmp_path / "data", length=40, per_class=5)
   config = t4_dna.get_config("runlocal,steps=2")
   config.data.train_path = str(tmp_path / "data")
   assert config.model.output_dim == 2 and config.data.seq_len == 32
@@ -104,12 +104,31 @@ def test_t4_runlocal_trains_and_reports_eval_accuracy(tmp_path):
   with pytest.raises(ValueError, match="model.output_dim=3 but the data has 2 classes"):
     train.train_and_evaluate(config, str(tmp_path / "bad"))
   config.model.output_dim = 2
+  config.train.early_stopping_patience = 3  # GenomicBenchmarks has no validation split
+  with pytest.raises(ValueError, match="needs a validation split apart from the test split"):
+    train.train_and_evaluate(config, str(tmp_path / "bad"))
+  config.train.early_stopping_patience = 0
+  # and eval_steps of 8 batches of 4, more than the 3 the test split fills (the last: 2 + 2 padding)
+  config.train.eval_steps = 8
   # Then 2 steps train to a finite loss and the evaluation reports accuracy over examples
   result = train.train_and_evaluate(config, str(tmp_path / "work"))
   losses = [row["loss"] for row in result.history if "loss" in row]
   evals = [row for row in result.history if "eval_accuracy" in row]
   assert result.step == 2 and len(losses) == 2 and np.isfinite(losses).all()
   assert len(evals) == 1 and 0.0 <= evals[0]["eval_accuracy"] <= 1.0
-  assert np.isfinite(evals[0]["eval_loss"])
-  # (accuracy over 4 examples comes in quarters)
-  assert evals[0]["eval_accuracy"] * 4 == round(evals[0]["eval_accuracy"] * 4)
+  # each of the 10 test sequences counted once: the loss and accuracy of the model by hand
+  from flax import nnx
+
+  source = genomic.GenomicSource(tmp_path / "data", DATASET, split="test", seq_len=32)
+  examples = [source[i] for i in range(len(source))]
+  weights = np.stack([e["weights"] for e in examples])
+  labels = np.array([e["label"] for e in examples])
+  model, _ = nnx.merge(result.graphdef, result.state)
+  inputs = np.stack([e["inputs"] for e in examples])
+  logits = np.asarray(nnx.jit(lambda m, x: m(x))(model, inputs), np.float64)
+  pooled = np.einsum("btc,bt->bc", logits, weights) / weights.sum(1, keepdims=True)
+  log_probs = pooled - np.log(np.exp(pooled).sum(1, keepdims=True))
+  assert len(labels) == 10
+  np.testing.assert_allclose(evals[0]["eval_loss"], -log_probs[np.arange(10), labels].mean(),
+                             rtol=1e-5)
+  assert evals[0]["eval_accuracy"] == pytest.approx(np.mean(pooled.argmax(1) == labels))

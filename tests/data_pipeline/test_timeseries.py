@@ -174,6 +174,10 @@ def test_t3_runlocal_trains_and_reports_eval_mse_and_mae(ett_folder, tmp_path):
   with pytest.raises(ValueError, match="'forecast' needs"):
     train.train_and_evaluate(config, str(tmp_path / "bad"))
   config.train.objective = "forecast"
+  config.train.eval_every = 0  # early stopping (patience 3) needs evaluations
+  with pytest.raises(ValueError, match="early_stopping_patience=3 checks the validation loss"):
+    train.train_and_evaluate(config, str(tmp_path / "bad"))
+  config.train.eval_every = 2
   # Then 2 steps train to a finite loss and the evaluation reports MSE and MAE
   result = train.train_and_evaluate(config, str(tmp_path / "work"))
   losses = [row["loss"] for row in result.history if "loss" in row]
@@ -181,6 +185,10 @@ def test_t3_runlocal_trains_and_reports_eval_mse_and_mae(ett_folder, tmp_path):
   assert result.step == 2 and len(losses) == 2 and np.isfinite(losses).all()
   assert len(evals) == 1 and np.isfinite([evals[0]["eval_mse"], evals[0]["eval_mae"]]).all()
   assert evals[0]["eval_mse"] == evals[0]["eval_loss"] > 0 and evals[0]["eval_mae"] > 0
+  # and (patience 3, one evaluation) the run ends with that step's model scored on the test split
+  report = result.history[-1]
+  assert report["best_step"] == result.best_step == 2 and "val_loss" in evals[0]
+  np.testing.assert_allclose(report["test_mse"], evals[0]["eval_mse"], rtol=1e-6)
 
 
 def test_t3_full_configs_hold_the_tslib_recipe():
@@ -189,12 +197,137 @@ def test_t3_full_configs_hold_the_tslib_recipe():
   config = t3_forecasting.get_config()
   assert config.data.ts_dataset == "ETTh1" and config.data.ts_horizon == 96
   assert config.data.ts_lookback == 96 and config.train.global_batch_size == 32
-  # 10 epochs of ceil(8449 / 32) = 265 steps; the whole test split (2785 windows) per eval
+  # 10 epochs of ceil(8449 / 32) = 265 steps; the whole val / test split (2785 windows) per eval
   assert config.train.steps == 2650 and config.train.eval_every == 265
   assert config.train.eval_steps == math.ceil(2785 / 32)
+  assert config.train.early_stopping_patience == 3  # TSLib's --patience
   assert config.optimizer.learning_rate == 1e-4 and config.optimizer.weight_decay == 0.0
   traffic = t3_forecasting.get_config("dataset=traffic,horizon=720")
   assert traffic.model.input_dim == traffic.model.output_dim == 862
   assert traffic.model.horizon == 720
   with pytest.raises(ValueError, match="horizon='100' is unknown"):
     t3_forecasting.get_config("horizon=100")
+
+
+SMALL_ROWS = 400  # a ratio dataset: 280 train / 40 val / 80 test rows
+
+
+def write_small_series(folder, rows=SMALL_ROWS):
+  """traffic.csv with 2 variables: a clean 16-step sine wave in the train rows, noise after.
+
+  With lookback 32 and horizon 8: 241 train, 33 val and 73 test windows. What the model
+  learns on the train rows does not carry over to the noise, so the validation loss stops
+  improving after a few steps (early stopping's test)."""
+  rng = np.random.default_rng(0)
+  t = np.arange(rows)
+  train_end = int(rows * 0.7)
+  values = np.stack([np.sin(2 * np.pi * t / 16), np.cos(2 * np.pi * t / 16)], axis=1)
+  values[train_end:] = rng.normal(size=(rows - train_end, 2))
+  return write_csv(folder / "traffic.csv", rows, ("a", "OT"), value=lambda r, j: values[r, j])
+
+
+def small_config(folder, **train_fields):
+  """The T3 runlocal model (width 16, 1 block, lookback 32) on write_small_series, horizon 8,
+  batches of 8, eval_steps enough for a whole split."""
+  from experiments import t3_forecasting
+
+  config = t3_forecasting.get_config("dataset=traffic,runlocal")
+  config.data.train_path = str(folder)
+  config.data.ts_horizon = 8
+  config.model.update(input_dim=2, output_dim=2, horizon=8)
+  config.train.update(global_batch_size=8, eval_steps=100, log_every=100, **train_fields)
+  return config
+
+
+def windows_of(folder, split):
+  source = timeseries.TimeSeriesSource(str(folder), "traffic", split=split, lookback=32, horizon=8)
+  examples = [source[i] for i in range(len(source))]
+  return np.stack([e["inputs"] for e in examples]), np.stack([e["targets"] for e in examples])
+
+
+def test_one_pass_batches_give_each_process_equal_batches_and_each_window_once(tmp_path):
+  from titans_jax.data import pipeline
+
+  write_small_series(tmp_path)
+  source = timeseries.TimeSeriesSource(str(tmp_path), "traffic", split="val", lookback=32,
+                                       horizon=8)
+  assert len(source) == 33
+  # Given 33 windows, global batches of 8 over 2 processes (4 rows each)
+  shards = [pipeline.make_batches(source, global_batch_size=8, seed=0, shuffle=False,
+                                  one_pass=True, process_index=p, process_count=2)
+            for p in range(2)]
+  # Then both processes get ceil(33 / 8) = 5 batches
+  assert len(shards[0]) == len(shards[1]) == 5
+  batches = [[shard[j] for j in range(5)] for shard in shards]
+  # and the rows of weight 1, in global order, are the 33 windows once each
+  kept = [batch["inputs"][k] for j in range(5) for batch in (batches[0][j], batches[1][j])
+          for k in range(4) if batch["row_weight"][k] == 1.0]
+  np.testing.assert_array_equal(np.stack(kept), windows_of(tmp_path, "val")[0])
+  # The last global batch: window 32 and 7 padding rows (real windows, weight 0)
+  np.testing.assert_array_equal(batches[0][4]["row_weight"], [1, 0, 0, 0])
+  np.testing.assert_array_equal(batches[1][4]["row_weight"], [0, 0, 0, 0])
+  assert batches[1][4]["inputs"].shape == (4, 32, 2)
+
+
+def test_evaluation_scores_each_test_window_exactly_once(tmp_path):
+  from flax import nnx
+
+  from titans_jax import train
+
+  # Given 73 test windows in batches of 8 (9 full batches and one of a single window)
+  folder = tmp_path / "data"
+  write_small_series(folder)
+  config = small_config(folder, steps=1, eval_every=1, checkpoint_every=1,
+                        early_stopping_patience=0)
+  result = train.train_and_evaluate(config, str(tmp_path / "work"))
+  (row,) = [r for r in result.history if "eval_mse" in r]
+  # Then eval_mse / eval_mae are the plain means over the 73 windows of the model's forecasts
+  inputs, targets = windows_of(folder, "test")
+  assert len(inputs) == 73
+  model, _ = nnx.merge(result.graphdef, result.state)
+  error = np.asarray(nnx.jit(lambda m, x: m(x))(model, inputs)) - targets  # jit: faster than eager
+  np.testing.assert_allclose(row["eval_mse"], np.mean(error**2), rtol=1e-5)
+  np.testing.assert_allclose(row["eval_mae"], np.mean(np.abs(error)), rtol=1e-5)
+  # (the old wrap-around counted windows 0..6 twice: another number)
+  wrapped = np.concatenate([error, error[:7]])
+  assert abs(np.mean(wrapped**2) / row["eval_mse"] - 1) > 1e-4
+
+
+def test_t3_early_stopping_reports_the_best_step_and_resumes_its_counter(tmp_path):
+  import os
+  import shutil
+
+  from titans_jax import metrics, train
+
+  # Given TSLib's patience 3, an evaluation every step, and only 2 latest checkpoints kept
+  folder = tmp_path / "data"
+  write_small_series(folder)
+  config = small_config(folder, steps=30, eval_every=1, checkpoint_every=100,
+                        keep_checkpoints=2, early_stopping_patience=3)
+  result = train.train_and_evaluate(config, str(tmp_path / "a"))
+  evals = {r["step"]: r for r in result.history if "val_loss" in r}
+  best, stop = result.best_step, result.step
+  # Then training stopped early, 3 evaluations after the best validation loss
+  assert stop < 30 and stop == best + 3 == max(evals)
+  assert sorted(evals) == list(range(1, stop + 1))
+  assert evals[best]["val_loss"] == min(r["val_loss"] for r in evals.values())
+  assert all(evals[s]["val_loss"] > evals[best]["val_loss"] for s in range(best + 1, stop + 1))
+  # and the last row reports the test metrics of the best step's model (its checkpoint)
+  report = result.history[-1]
+  assert report["step"] == stop and report["best_step"] == best
+  np.testing.assert_allclose([report["test_mse"], report["test_mae"]],
+                             [evals[best]["eval_mse"], evals[best]["eval_mae"]], rtol=1e-6)
+  assert metrics.read_jsonl(tmp_path / "a" / "metrics.jsonl")[-1] == {
+      k: float(v) for k, v in report.items()}
+  # The stop is a clean end (its step saved); the best step outlives keep_checkpoints=2
+  assert sorted(int(s) for s in os.listdir(tmp_path / "a" / "checkpoints")) == [
+      best, stop - 1, stop]
+
+  # Given the same run preempted after step stop - 1 (its latest checkpoint), then resumed
+  shutil.copytree(tmp_path / "a", tmp_path / "b")
+  shutil.rmtree(tmp_path / "b" / "checkpoints" / str(stop))
+  resumed = train.train_and_evaluate(config, str(tmp_path / "b"))
+  # Then it kept its counter (2 evaluations without a better loss): it stops at the same step
+  assert resumed.step == stop and resumed.best_step == best
+  assert [r["step"] for r in resumed.history if "val_loss" in r] == [stop]
+  np.testing.assert_allclose(resumed.history[-1]["test_mse"], report["test_mse"], rtol=1e-6)

@@ -12,6 +12,13 @@ SOURCES = ("random", "text", "tfds", "niah", "mqar", "packed", "babilong", "geno
 LABELLED_SOURCES = ("genomic",)
 # Sources of continuous windows with float targets (train.objective="forecast", Table 3).
 FORECAST_SOURCES = ("timeseries",)
+# Finite splits evaluated in one pass, every example exactly once (Tables 3 and 4 score the
+# whole test split): pipeline.make_batches(one_pass=True) pads the last batch with rows of
+# row_weight 0 instead of wrapping round to the split's start.
+ONE_PASS_EVAL_SOURCES = LABELLED_SOURCES + FORECAST_SOURCES
+# Sources with a validation split apart from the evaluated (test) split: make_source(split="val")
+# (train.early_stopping_patience selects on it, as the Time-Series-Library does).
+VALIDATION_SOURCES = ("timeseries",)
 
 
 def _split_seed(data_config, split: str) -> int:
@@ -166,7 +173,8 @@ def _make_timeseries(data_config, *, split: str):
 
 
 def make_source(data_config, *, split: str, vocab_size: int):
-  """split: "train" or "eval". Raises ValueError for unknown or unreadable data."""
+  """split: "train" or "eval" (data.source="timeseries" also "val", "test"). Raises ValueError
+  for unknown or unreadable data."""
   kind = data_config.source
   seq_len = int(data_config.seq_len)
   if getattr(data_config, "reset_at_documents", False) and kind != "packed":
