@@ -14,6 +14,7 @@ from jax.test_util import check_grads
 
 from titans_jax.ops import (MemoryConfig, init_memory_state, init_memory_weights, memory_apply,
                             memory_apply_reference, memory_read)
+from titans_jax.ops import memory as memory_module
 
 
 def make_inputs(seed, config, *, batch=2, heads=2, length=20, d_in=4, d_out=None,
@@ -243,24 +244,41 @@ def _backward_temp_bytes(config, length):
 
 
 def test_remat_bounds_backward_memory():
-  """Saving (W, S) at every chunk costs chunks x parameters; grouped remat keeps ~2 sqrt(n).
+  """Without remat the backward pass keeps every chunk's activations and states; by
+  default it keeps only the states (W, S, W_grad) entering each chunk and recomputes the
+  chunk; grouped, it keeps ~2 sqrt(n) states.
 
   The per-token tensors grow with T either way, so the part due to the state is
   isolated by growing the memory's hidden width at a fixed length.
   """
   length, chunk = 2048, 16
   num_chunks = length // chunk
-  state_growth = {}
-  for remat in (0, None):
+  state_growth, total = {}, {}
+  for remat in (0, None, 11):  # off, auto (under its budget: no groups), groups of 11 ~ sqrt(128)
     small, small_params = _backward_temp_bytes(
         MemoryConfig(depth=2, chunk_size=chunk, expansion=2.0, remat_chunks=remat), length)
     large, large_params = _backward_temp_bytes(
         MemoryConfig(depth=2, chunk_size=chunk, expansion=4.0, remat_chunks=remat), length)
     state_growth[remat] = (large - small) / (large_params - small_params)
-  # Bytes of backward memory per byte of parameters: ~ (W, S, W_grad) per chunk without remat.
-  assert state_growth[0] > 2 * num_chunks, state_growth
-  # Grouped: about 2 sqrt(n) = 23 states of n = 128 are held at once.
-  assert state_growth[None] < 0.3 * state_growth[0], state_growth
+    total[remat] = small
+  # Bytes of backward memory per byte of parameters: more than the states per chunk off...
+  assert state_growth[0] > 4 * num_chunks, state_growth
+  # ... the three states per chunk by default, nothing of the chunk's activations ...
+  assert 2 * num_chunks < state_growth[None] < 4 * num_chunks, state_growth
+  assert total[None] < 0.5 * total[0], total
+  # ... and about 2 sqrt(n) = 23 states of n = 128 when grouped.
+  assert state_growth[11] < 0.3 * state_growth[None], state_growth
+
+
+def test_auto_remat_groups_chunks_only_past_its_memory_budget():
+  config = MemoryConfig(depth=2, chunk_size=64)
+  budget = memory_module.AUTO_GROUP_BYTES
+  assert memory_module.remat_group_size(config, 128, state_bytes=budget // 128) == 0
+  assert memory_module.remat_group_size(config, 128, state_bytes=budget // 64) in (8, 16)  # ~ sqrt(128)
+  assert memory_module.remat_group_size(config, 127, state_bytes=budget) == 12  # prime: pad
+  assert memory_module.remat_group_size(dataclasses.replace(config, remat_chunks=5), 128) == 5
+  assert memory_module.remat_group_size(dataclasses.replace(config, remat_chunks=0), 128,
+                                        state_bytes=budget) == 0
 
 
 # --------------------------------------------------------------------------- bad input

@@ -216,12 +216,23 @@ def _chunk_step(config, carry, chunk):
 # ----------------------------------------------------------------------------
 
 
-def remat_group_size(config: MemoryConfig, num_chunks: int) -> int:
-  """Chunks per checkpointed group: the divisor of num_chunks nearest sqrt(num_chunks)."""
+# Saving every chunk's (W, S, W_grad) for the backward pass is the fastest schedule; past
+# this many bytes of saved states the chunks are grouped and only each group's is kept.
+AUTO_GROUP_BYTES = 1 << 30
+
+
+def remat_group_size(config: MemoryConfig, num_chunks: int, state_bytes: int = 0) -> int:
+  """Chunks per checkpointed group (0: no groups).
+
+  Auto (remat_chunks None): no groups while num_chunks saved states (state_bytes each)
+  fit in AUTO_GROUP_BYTES; past that the divisor of num_chunks nearest sqrt(num_chunks).
+  """
   if config.remat_chunks == 0 or num_chunks <= 1:
     return 0
   if config.remat_chunks is not None:
     return min(config.remat_chunks, num_chunks)
+  if num_chunks * state_bytes <= AUTO_GROUP_BYTES:
+    return 0
   target = math.sqrt(num_chunks)
   divisors = [g for g in range(1, num_chunks + 1) if num_chunks % g == 0]
   best = min(divisors, key=lambda g: abs(math.log(g / target)))
@@ -230,8 +241,15 @@ def remat_group_size(config: MemoryConfig, num_chunks: int) -> int:
 
 
 def _scan_chunks(config, carry, chunks, group):
-  """chunks: pytree with leading axes [n, B, H, ...] (n a multiple of group); carry: [B, H, ...]."""
+  """chunks: pytree with leading axes [n, B, H, ...] (n a multiple of group); carry: [B, H, ...].
+
+  Unless remat is off (remat_chunks=0), the backward pass recomputes each chunk's
+  internals from its entering state: only the states are saved, never the chunk's
+  [b, hidden] activations (writing and reading those back cost more than the recompute).
+  """
   step = jax.vmap(jax.vmap(lambda c, x: _chunk_step(config, c, x)))
+  if config.remat_chunks != 0:
+    step = jax.checkpoint(step, prevent_cse=False)
   if group == 0:
     carry, outputs = jax.lax.scan(step, carry, chunks)
     return carry[:3], outputs
@@ -316,7 +334,9 @@ def _memory_apply_jit(config, chunk_offset, state, q, k, v, theta, eta, alpha, r
     offset = state.position % b
     num_chunks = -(-(length + b - 1) // b)
   # Remat groups need a whole number of groups: more chunks of identity tokens.
-  group = remat_group_size(config, num_chunks)
+  weights_bytes = sum(w.size for w in state.weights) * jnp.dtype(dtype).itemsize
+  saved_states = 3 if reset_to is None else 6  # (W, S, W_grad), and the reset state's
+  group = remat_group_size(config, num_chunks, saved_states * weights_bytes)
   if group:
     num_chunks = -(-num_chunks // group) * group
   padded = num_chunks * b

@@ -40,9 +40,11 @@ class MemoryConfig:
       chunk's first token for the whole chunk (paper 3.2, "parameters as
       functions of chunks"). The first token rather than a chunk mean keeps
       the op causal and streamable.
-    remat_chunks: chunks per rematerialisation group of the chunk scan; the
-      backward pass keeps one state per group and recomputes inside a group.
-      0 disables rematerialisation, None picks about sqrt(num_chunks).
+    remat_chunks: the backward pass recomputes each chunk from the state entering
+      it. None (auto) keeps that state for every chunk, or, past
+      `memory.AUTO_GROUP_BYTES` of kept states, one per group of ~sqrt(num_chunks)
+      chunks; a positive int sets the group size; 0 disables rematerialisation
+      (every chunk's activations are kept: more memory, and slower on CPU).
   """
 
   depth: int = 2
