@@ -1,19 +1,35 @@
 """BABILong (Titans paper section 5, "B"): a small MAC fine-tuned on BABILong qa1-qa5, then
 evaluated at growing context lengths.
 
-Data: RMT-team/babilong-train-5k-samples (fine-tuning) and RMT-team/babilong (test), each
-written out as <folder>/<length>/<task>.jsonl (titans_jax/data/babilong.py; the BABILong
-CLI's --fetch writes the test folder with Hugging Face `datasets`).
+Data: RMT-team/babilong-train-5k-samples (fine-tuning) and RMT-team/babilong (test; config =
+length, split = task qa1..qa20), each written out as <folder>/<length>/<task>.jsonl
+(titans_jax/data/babilong.py) by the BABILong CLI with Hugging Face `datasets`:
 
+  # Fine-tuning data (once; network, pip install datasets):
+  python -m titans_jax.evaluation.babilong --fetch_only --hub_dataset=train \\
+      --data_dir=/data/babilong-train-5k-samples --lengths=0k,1k --tasks=qa1,qa2,qa3,qa4,qa5
+  # Test data, every length of the figure below:
+  python -m titans_jax.evaluation.babilong --fetch_only --data_dir=/data/babilong \\
+      --lengths=0k,1k,2k,4k,8k,16k,32k,64k,128k,256k,512k,1M --tasks=qa1,qa2,qa3,qa4,qa5
   # TPU pod (every worker runs it; the data folder must be readable on each worker):
   TPU_NAME=my-v5p-8 ZONE=us-east5-a launch/tpu_pod.sh --config=experiments/babilong_mac.py \\
       --workdir=gs://BUCKET/titans/babilong_mac --config.data.train_path=/data/babilong-train-5k-samples
   # Local (a few steps on a laptop CPU; the folder may hold just 0k/qa1..qa5.jsonl):
   python -m titans_jax.main --config=experiments/babilong_mac.py:runlocal --workdir=/tmp/babilong_mac \\
       --config.data.train_path=/data/babilong-train-5k-samples
-  # Then, at the lengths of the paper's figure:
-  python -m titans_jax.evaluation.babilong --workdir=/tmp/babilong_mac --data_dir=/data/babilong \\
-      --lengths=0k,1k,2k,4k,8k,16k,32k,64k,128k --tasks=qa1,qa2,qa3,qa4,qa5 --samples=100
+  # Then accuracy per task and length and the qa1-qa5 average, from 0k up:
+  python -m titans_jax.evaluation.babilong --workdir=gs://BUCKET/titans/babilong_mac \\
+      --data_dir=/data/babilong --lengths=0k,1k,2k,4k,8k,16k,32k,64k,128k,256k,512k,1M \\
+      --tasks=qa1,qa2,qa3,qa4,qa5 --samples=100
+
+How long a context can be: the MAC's state has a fixed size (memory weights, momentum, a
+segment's attention cache; titans_jax/models/lm.py init_cache) and the evaluation streams
+the prompt through it in pieces of data.seq_len (evaluation/ruler.py PiecewiseDecoder),
+so device memory does not grow with the length; only the host's prompt array does (4 bytes
+a token; the hub's length names count subword tokens, ~4 bytes of text each, so a "1M"
+prompt is ~4M byte tokens, ~16 MB). Every length the hub publishes
+(titans_jax/data/babilong.py HUB_LENGTHS, the paper's figure goes to 10M) therefore fits;
+the limit is time, one sequential pass over each prompt. Measured: nothing yet.
 
 Arguments (comma-separated after ':'): runlocal (tiny model, a few steps, for tests),
 steps=N.
@@ -31,11 +47,15 @@ here are ours and not yet measured:
   (linear memory, gates initialised for recall).
 """
 
+from experiments import _lm
 from titans_jax import configs
+
+ARGUMENTS = ("steps", "runlocal")
 
 
 def get_config(arguments=None):
   args = configs.parse_arguments(arguments)
+  _lm.check_arguments(args, ARGUMENTS, "babilong_mac.py")
   model = configs.model_defaults()
   model.update(
       variant="mac",
@@ -58,7 +78,7 @@ def get_config(arguments=None):
   config.data.babilong_truncate = True
   config.data.seq_len = 8192
 
-  config.train.steps = int(args.get("steps", 10_000))
+  config.train.steps = _lm.positive_int(args, "steps", 10_000)
   config.train.global_batch_size = 32
   config.train.log_every = 50
   config.train.eval_every = 1000

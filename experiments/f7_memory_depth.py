@@ -10,13 +10,17 @@ memory adds its own weights (the learned W_0 per head and layer) and nothing els
   python -m titans_jax.tools.pretokenize --inputs='/data/pile_subset/*.jsonl' --text_key=text \\
       --tokenizer=sentencepiece:/models/llama2/tokenizer.model --seq_len=4096 --num_shards=64 \\
       --out=/data/pile_subset/train
+  # Train on a TPU pod (every worker runs it; the shards must be readable on each)
   for depth in 1 2 3 4; do
-    python -m titans_jax.main \\
+    TPU_NAME=my-v5p-32 ZONE=us-east5-a launch/tpu_pod.sh \\
         --config=experiments/f7_memory_depth.py:depth=$depth,tokenizer=/models/llama2/tokenizer.model \\
-        --workdir=/runs/f7_depth$depth --config.data.train_path='/data/pile_subset/train-*.array_record'
+        --workdir=gs://BUCKET/titans/f7_depth$depth \\
+        --config.data.train_path='/data/pile_subset/train-*.array_record'
   done
+  # (one machine: python -m titans_jax.main with the same --config and flags)
   # Loss / perplexity by position over long inputs:
-  python -m titans_jax.evaluation.streaming --workdir=/runs/f7_depth2 --random_tokens=65536  # speed only
+  W=gs://BUCKET/titans/f7_depth2
+  python -m titans_jax.evaluation.streaming --workdir=$W --random_tokens=65536  # speed only
   # The streaming CLI reads --text_file as byte tokens, which fits byte-level models only;
   # for these Llama-tokenized models use its Python API (the same curve and plot):
   python -c "
@@ -27,7 +31,7 @@ memory adds its own weights (the learned W_0 per head and layer) and nothing els
   model, config, step = train.load_model(sys.argv[1])
   ids = np.array(load_tokenizer(config.data.tokenizer).encode(open(sys.argv[2]).read()))
   ends, means = streaming.loss_curve(streaming.stream_losses(model, ids, 4096).nll, 16)
-  [print(e, np.exp(m)) for e, m in zip(ends, means)]" /runs/f7_depth2 long_document.txt
+  [print(e, np.exp(m)) for e, m in zip(ends, means)]" $W long_document.txt
   # Local smoke run:
   python -m titans_jax.main --config=experiments/f7_memory_depth.py:depth=3,runlocal --workdir=/tmp/f7
 

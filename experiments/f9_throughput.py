@@ -6,6 +6,11 @@ not in the zoo, so they are not measured here).
   python benchmarks/throughput.py --config=experiments/f9_throughput.py            # CPU size
   python benchmarks/throughput.py --config=experiments/f9_throughput.py:size=170M  # accelerator
   python benchmarks/throughput.py --config=experiments/f9_throughput.py --quick    # smoke test
+  # On a TPU VM (one host: each cell is one process on its chips; no pod launch needed)
+  gcloud compute tpus tpu-vm ssh my-v5p-8 --zone=us-east5-a --worker=0 --command="
+    cd ~/titans_jax && python3 -m pip install -q -e . psutil 'jax[tpu]' \\
+        -f https://storage.googleapis.com/jax-releases/libtpu_releases.html &&
+    python3 benchmarks/throughput.py --config=experiments/f9_throughput.py:size=170M --out=/tmp/f9"
 
 One measurement (model x length) per subprocess: the full jitted train step (forward,
 backward, AdamW update) on random tokens, median of `steps` after a compile step;

@@ -8,6 +8,8 @@ import importlib.util
 import mmap
 import os
 
+import pytest
+
 _TEST_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true",
                "--xla_cpu_use_fusion_emitters=false",
                "--xla_cpu_enable_concurrency_optimized_scheduler=false")
@@ -37,3 +39,32 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="titans_jax_test_xla_cache_")
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+class _Rows(list):
+  """What the harnesses use of a `datasets.Dataset`: len, iteration over dicts, select."""
+
+  def select(self, indices):
+    return _Rows(self[i] for i in indices)
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+  """A stand-in `datasets` module (the real one is an optional extra, not a test
+  dependency, and the hub needs the network): load_dataset(path, name, split) reads
+  <path>/<name>/<split>.jsonl and records each call in .calls."""
+  import json
+  import sys
+  import types
+
+  module = types.ModuleType("datasets")
+  module.calls = []
+
+  def load_dataset(path, name=None, split=None):
+    module.calls.append((path, name, split))
+    with open(os.path.join(path, name or "default", f"{split}.jsonl")) as handle:
+      return _Rows(json.loads(line) for line in handle if line.strip())
+
+  module.load_dataset = load_dataset
+  monkeypatch.setitem(sys.modules, "datasets", module)
+  return module

@@ -1,6 +1,7 @@
-"""The paper-table configs (T1, T2, T5, F7, F9): every documented argument loads and holds
-the paper's recipe; bad arguments fail clearly; each training config's runlocal trains
-end to end through titans_jax.main."""
+"""The paper-table configs (T1, T2, B, T3, T4, T5, F7, F9): every documented argument loads
+and holds the paper's recipe; bad arguments fail clearly; each docstring shows its TPU
+command; each training config's runlocal trains end to end through titans_jax.main (T3,
+T4 and BABILong on generated data, in tests/data_pipeline/)."""
 
 import importlib.util
 import json
@@ -26,6 +27,59 @@ def load(name):
 
 T1, T2, T5, F7, F9 = (load(n) for n in ("t1_language_modeling", "t2_sniah", "t5_ablations",
                                         "f7_memory_depth", "f9_throughput"))
+T3, T4, BABILONG = (load(n) for n in ("t3_forecasting", "t4_dna", "babilong_mac"))
+# Every paper-table config and the small run the suite trains end to end (here, or in
+# tests/data_pipeline/test_{timeseries,genomic,babilong_source}.py on generated data).
+PAPER_CONFIGS = ("t1_language_modeling", "t2_sniah", "babilong_mac", "t3_forecasting", "t4_dna",
+                 "t5_ablations", "f7_memory_depth", "f9_throughput")
+
+
+@pytest.mark.parametrize("name", PAPER_CONFIGS)
+def test_every_docstring_shows_a_tpu_command_and_a_small_run(name):
+  doc = load(name).__doc__
+  # A pod launch for training configs; F9 measures one host, its TPU VM command.
+  assert ("launch/tpu_pod.sh" in doc) or (name == "f9_throughput" and "tpu-vm ssh" in doc), name
+  assert f"experiments/{name}.py:" in doc or f"experiments/{name}.py " in doc
+  small = "--quick" if name == "f9_throughput" else "runlocal"
+  assert small in doc, name
+
+
+@pytest.mark.parametrize("dataset", T3.DATASETS)
+def test_t3_has_one_config_per_dataset_and_horizon(dataset):
+  variables = {"ETTh1": 7, "ETTh2": 7, "ETTm1": 7, "ETTm2": 7, "ECL": 321, "Traffic": 862,
+               "Weather": 21}
+  assert set(T3.DATASETS) == set(variables)
+  assert dataset.lower() in T3.__doc__.lower()  # selectable as documented: dataset=etth1 ...
+  for horizon in (96, 192, 336, 720):
+    config = T3.get_config(f"dataset={dataset.lower()},horizon={horizon}")
+    assert config.data.ts_dataset == dataset and config.data.ts_horizon == horizon
+    assert config.model.input_dim == config.model.output_dim == variables[dataset]
+    assert config.data.ts_lookback == 96 and config.train.early_stopping_patience == 3
+  small = T3.get_config(f"dataset={dataset},runlocal")
+  assert small.data.ts_dataset == dataset and small.model.width == 16
+
+
+@pytest.mark.parametrize("dataset", T4.DATASETS)
+def test_t4_has_one_config_per_dataset(dataset):
+  assert set(T4.DATASETS) == set(T4.SPLITS) and len(T4.DATASETS) == 5
+  assert dataset in T4.__doc__
+  classes, train_size, _, seq_len = T4.SPLITS[dataset]
+  for model in T4.MODELS:
+    config = T4.get_config(f"dataset={dataset},model={model}")
+    assert config.data.genomic_dataset == dataset and config.model.variant == model
+    assert config.model.output_dim == classes and config.data.seq_len == seq_len
+    assert config.train.steps == 100 * math.ceil(train_size / 128)  # HyenaDNA: 100 epochs
+  small = T4.get_config(f"dataset={dataset},runlocal")
+  assert small.data.genomic_dataset == dataset and small.model.output_dim == classes
+
+
+def test_babilong_is_a_small_mac_fine_tuned_on_qa1_to_qa5():
+  config = BABILONG.get_config()
+  assert config.model.variant == "mac" and config.data.source == "babilong"
+  assert config.data.babilong_tasks == "qa1,qa2,qa3,qa4,qa5" and config.train.steps == 10_000
+  assert BABILONG.get_config("steps=20").train.steps == 20
+  small = BABILONG.get_config("runlocal")
+  assert small.model.width == 32 and small.train.steps == 4
 
 
 def test_t1_default_is_the_760m_mac_with_the_paper_recipe():
@@ -112,7 +166,11 @@ def test_f9_settings_load():
     (T5, "ablation=no_attention", "ablation='no_attention' is unknown"),
     (T5, "size=760M", r"unknown argument\(s\) \['size'\]"),
     (F7, "depth=5", "depth='5' is unknown; expected one of"),
-    (F9, "size=1B", "size='1B' is unknown")])
+    (F9, "size=1B", "size='1B' is unknown"),
+    (T3, "dataset=exchange", "dataset='exchange' is unknown"),
+    (T4, "dataset=mouse", "dataset='mouse' is unknown"),
+    (BABILONG, "step=5", r"unknown argument\(s\) \['step'\]"),
+    (BABILONG, "steps=0", "steps='0' must be a positive integer")])
 def test_bad_arguments_raise_a_clear_value_error(module, arguments, message):
   with pytest.raises(ValueError, match=message):
     module.get_config(arguments)

@@ -147,3 +147,34 @@ def test_the_cli_reads_the_runs_prompt_format_and_writes_json(tmp_path, monkeypa
   with pytest.raises(SystemExit):
     babilong.main([f"--workdir={tmp_path}", f"--data_dir={root}", "--lengths=8k"])
   assert "8k/qa1.jsonl does not exist" in capsys.readouterr().err
+
+
+def test_fetch_only_writes_the_fine_tuning_data_from_a_local_hub_root(fake_hub, tmp_path,
+                                                                      monkeypatch, capsys):
+  from titans_jax import train
+
+  # Given a copy of RMT-team/babilong-train-5k-samples under --hub_root (config = length,
+  # split = task; served by the stand-in `datasets`)
+  repo = tmp_path / "hub" / "RMT-team" / "babilong-train-5k-samples"
+  write_tasks(repo, tasks=("qa1", "qa2"), count=2)
+  monkeypatch.setattr(train, "load_model", lambda *a: pytest.fail("loaded"))
+  out = tmp_path / "train5k"
+  babilong.main([f"--data_dir={out}", "--fetch_only", "--hub_dataset=train",
+                 f"--hub_root={tmp_path / 'hub'}", "--lengths=0k", "--tasks=qa1,qa2"])
+  # Then each (length, task) came from the train dataset, and the folder the fine-tuning
+  # source reads holds its records; no checkpoint was loaded
+  assert fake_hub.calls == [(str(repo), "0k", "qa1"), (str(repo), "0k", "qa2")]
+  assert "Fetched 2 file(s)" in capsys.readouterr().out
+  for task in ("qa1", "qa2"):
+    assert data.read_records(data.task_file(str(out), "0k", task)) == data.read_records(
+        data.task_file(str(repo), "0k", task))
+  with pytest.raises(SystemExit):  # evaluating needs the run
+    babilong.main([f"--data_dir={out}", "--lengths=0k", "--tasks=qa1"])
+  assert "--workdir is required" in capsys.readouterr().err
+  # The test set by default, by its hub id when no --hub_root is given (here resolved
+  # as a relative folder by the stand-in), limit keeping the first records
+  write_tasks(tmp_path / "RMT-team" / "babilong", lengths=("1k",), tasks=("qa3",), count=2)
+  monkeypatch.chdir(tmp_path)
+  (written,) = babilong.fetch(str(tmp_path / "test"), ["1k"], ["qa3"], limit=1)
+  assert fake_hub.calls[-1] == ("RMT-team/babilong", "1k", "qa3")
+  assert len(data.read_records(written)) == 1

@@ -307,7 +307,20 @@ def test_format_row_lays_out_table_1_and_averages_the_accuracies():
                    "53.33"]
 
 
-def test_cli_scores_a_workdir_checkpoint_into_json(model, results, monkeypatch, tmp_path):
+def test_table5_columns_average_the_perplexities_the_accuracies_and_ruler():
+  results = {"wikitext": {"word_perplexity": 27.0}, "lambada_openai": {"perplexity": 29.0,
+                                                                      "acc": 0.4},
+             "piqa": {"acc": 0.7, "acc_norm": 0.1}}
+  ruler = {"niah_single_1": {"2048": 100.0, "4096": 90.0}, "niah_single_2": {"2048": 50.0}}
+  assert zero_shot.table5_values(results, ruler) == pytest.approx(
+      {"ppl": 28.0, "reasoning": 55.0, "S-NIAH": 80.0})
+  header, row = zero_shot.format_table5(results, None, "lmm").splitlines()
+  assert [c.strip() for c in header.split(" | ")[1:]] == ["ppl", "reasoning", "S-NIAH"]
+  assert [c.strip() for c in row.split(" | ")] == ["lmm", "28.00", "55.00", "-"]
+  assert set(zero_shot.table5_values({}).values()) == {None}
+
+
+def test_cli_scores_a_workdir_checkpoint_into_json(model, results, monkeypatch, tmp_path, capsys):
   import ml_collections
 
   from titans_jax import train
@@ -315,6 +328,9 @@ def test_cli_scores_a_workdir_checkpoint_into_json(model, results, monkeypatch, 
   config = ml_collections.ConfigDict({"model": {"variant": "swa"},
                                       "data": {"seq_len": MAX_LENGTH}})
   monkeypatch.setattr(train, "load_model", lambda workdir, step=None: (model, config, 7))
+  # A ruler.json in the workdir (what evaluation.ruler writes) fills Table 5's S-NIAH column
+  (tmp_path / "ruler.json").write_text(json.dumps(
+      {"step": 7, "scores": {"niah_single_1": {"2048": 40.0, "4096": 20.0}}}))
   out = tmp_path / "zs.json"
   zero_shot.main(["--workdir", str(tmp_path), "--data_dir", str(results[1]),
                   "--tasks", "piqa,siqa,lambada", "--batch_size", "8", "--out", str(out)])
@@ -323,6 +339,45 @@ def test_cli_scores_a_workdir_checkpoint_into_json(model, results, monkeypatch, 
   for task in ("piqa", "social_iqa", "lambada_openai"):
     assert saved["results"][task] == pytest.approx(results[0][task])
   assert saved["table"]["PIQA acc"] == pytest.approx(100 * results[0]["piqa"]["acc"])
+  ppl = results[0]["lambada_openai"]["perplexity"]  # no wikitext run: LMB. ppl alone
+  assert saved["table5"] == pytest.approx({"ppl": ppl, "reasoning": saved["table"]["Avg."],
+                                           "S-NIAH": 30.0})
+  assert saved["ruler_step"] == 7
+  # The printed tables: Table 1's row, then Table 5's columns, each for "variant@step"
+  printed = capsys.readouterr().out
+  table1 = printed[printed.index("Table 1\n"):].splitlines()[1:3]
+  table5 = printed[printed.index("Table 5"):].splitlines()[1:3]
+  assert "Wiki. ppl" in table1[0] and table1[1].startswith("swa@7")
+  assert [c.strip() for c in table5[1].split(" | ")] == [
+      "swa@7", f"{ppl:.2f}", f"{saved['table']['Avg.']:.2f}", "30.00"]
+
+
+def test_fetch_reads_lm_evals_split_from_a_local_hub_root(model, fake_hub, monkeypatch,
+                                                          tmp_path):
+  import ml_collections
+
+  from titans_jax import train
+
+  # Given a copy of allenai/ai2_arc under --hub_root (served by the stand-in `datasets`)
+  repo = tmp_path / "hub" / "allenai" / "ai2_arc"
+  zero_shot.save_jsonl(DOCS["arc_easy"], str(repo / "ARC-Easy" / "test.jsonl"))
+  config = ml_collections.ConfigDict({"model": {"variant": "swa"},
+                                      "data": {"seq_len": MAX_LENGTH}})
+  monkeypatch.setattr(train, "load_model", lambda workdir, step=None: (model, config, 1))
+  data_dir = tmp_path / "zero_shot"
+  zero_shot.main(["--workdir", str(tmp_path), "--data_dir", str(data_dir), "--tasks", "arc_e",
+                  "--fetch", "--hub_root", str(tmp_path / "hub"), "--batch_size", "8"])
+  # Then --fetch asked for lm-eval's (repository, config, split), read from --hub_root, and
+  # wrote it as <data_dir>/arc_easy.jsonl
+  assert fake_hub.calls == [(str(repo), "ARC-Easy", "test")]
+  assert zero_shot.read_jsonl(str(data_dir / "arc_easy.jsonl")) == DOCS["arc_easy"]
+  saved = json.loads((tmp_path / "zero_shot.json").read_text())
+  assert saved["results"]["arc_easy"]["samples"] == 2
+  with pytest.raises(ValueError, match="--hub_root has no"):
+    zero_shot.load_hub_docs("piqa", hub_root=str(tmp_path / "hub"))
+  # Without --hub_root the hub's id goes to `datasets` as it is; limit keeps the first docs
+  monkeypatch.setitem(zero_shot.HUB, "arc_easy", (str(repo), "ARC-Easy", "test"))
+  assert zero_shot.load_hub_docs("arc_easy", limit=1) == DOCS["arc_easy"][:1]
 
 
 def test_bad_tasks_and_docs_fail_with_what_would_work(model, tmp_path):

@@ -11,7 +11,14 @@ the target. Accuracy per task and length, and the qa1-qa5 average the paper plot
         --lengths=0k,1k,2k,4k,8k,16k --tasks=qa1,qa2,qa3,qa4,qa5 --samples=100
 
 --data_dir holds <length>/<task>.jsonl (the hub's RMT-team/babilong config / split as JSON
-lines); --fetch writes missing files there with Hugging Face `datasets` first.
+lines); --fetch writes missing files there with Hugging Face `datasets` first. The
+fine-tuning data of experiments/babilong_mac.py (RMT-team/babilong-train-5k-samples, the
+same layout) is written the same way, with no checkpoint needed:
+
+    python -m titans_jax.evaluation.babilong --fetch_only --hub_dataset=train \\
+        --data_dir=/data/babilong-train-5k-samples --lengths=0k,1k --tasks=qa1,qa2,qa3,qa4,qa5
+
+--hub_root reads the hub repositories from a local copy (<hub_root>/RMT-team/babilong).
 """
 
 from __future__ import annotations
@@ -29,7 +36,9 @@ from titans_jax.data.tokenizers import Tokenizer, load_tokenizer
 from titans_jax.evaluation.ruler import (PiecewiseDecoder, check_vocabulary, encode_prompt,
                                          greedy_text)
 
-HUB_DATASET = "RMT-team/babilong"
+HUB_DATASET = "RMT-team/babilong"  # test: config = length, split = task
+HUB_TRAIN_DATASET = "RMT-team/babilong-train-5k-samples"  # fine-tuning, the same layout
+HUB_DATASETS = {"test": HUB_DATASET, "train": HUB_TRAIN_DATASET}
 AVERAGED = ("qa1", "qa2", "qa3", "qa4", "qa5")
 # Bytes generated per prompt: " kitchen." after "Answer:"; the instruct format's answers
 # are sentences ("The most recent location of Mary is kitchen.").
@@ -76,22 +85,29 @@ class BabilongResult:
     return dataclasses.asdict(self)
 
 
-def load_hub_records(length: str, task: str, limit: int | None = None) -> list[dict]:
-  """BABILong's test split through Hugging Face `datasets` (network or its cache)."""
+def load_hub_records(length: str, task: str, limit: int | None = None, *,
+                     dataset: str = HUB_DATASET, hub_root: str = "") -> list[dict]:
+  """One (length, task) of a BABILong hub dataset through Hugging Face `datasets` (network
+  or its cache; hub_root: a folder holding the repository under its id, read instead)."""
   try:
     import datasets
   except ImportError:
     raise ValueError(f"BABILong {length}/{task} has no local file and Hugging Face `datasets` is "
                      "not installed; write it as <data_dir>/<length>/<task>.jsonl or pip install "
                      "datasets") from None
-  rows = datasets.load_dataset(HUB_DATASET, length, split=task)
+  path = os.path.join(hub_root, dataset) if hub_root else dataset
+  if hub_root and not os.path.isdir(path):
+    raise ValueError(f"--hub_root has no {path!r}; expected the hub repository {dataset!r} "
+                     "downloaded there")
+  rows = datasets.load_dataset(path, length, split=task)
   if limit is not None:
     rows = rows.select(range(min(limit, len(rows))))
   return [{field: row[field] for field in data.FIELDS} for row in rows]
 
 
-def fetch(data_dir: str, lengths, tasks, limit: int | None = None) -> list[str]:
-  """Writes every missing <data_dir>/<length>/<task>.jsonl from the hub; returns them."""
+def fetch(data_dir: str, lengths, tasks, limit: int | None = None, *,
+          dataset: str = HUB_DATASET, hub_root: str = "") -> list[str]:
+  """Writes every missing <data_dir>/<length>/<task>.jsonl from the hub dataset; returns them."""
   written = []
   for length in lengths:
     for task in tasks:
@@ -99,7 +115,8 @@ def fetch(data_dir: str, lengths, tasks, limit: int | None = None) -> list[str]:
       if not os.path.exists(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8") as handle:
-          for record in load_hub_records(length, task, limit):
+          for record in load_hub_records(length, task, limit, dataset=dataset,
+                                         hub_root=hub_root):
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         written.append(path)
   return written
@@ -190,7 +207,7 @@ def main(argv=None):
   from titans_jax import train
 
   parser = argparse.ArgumentParser(description="BABILong accuracy of a workdir's checkpoint.")
-  parser.add_argument("--workdir", required=True, help="the --workdir of a training run")
+  parser.add_argument("--workdir", default="", help="the --workdir of a training run")
   parser.add_argument("--data_dir", required=True, help="folder of <length>/<task>.jsonl files")
   parser.add_argument("--lengths", default="0k,1k,2k,4k", help="comma-separated length names")
   parser.add_argument("--tasks", default=",".join(data.DEFAULT_TASKS), help="qa1 .. qa20")
@@ -205,15 +222,27 @@ def main(argv=None):
   parser.add_argument("--piece_len", type=int, default=0,
                       help="prefill piece length (default: the run's data.seq_len)")
   parser.add_argument("--fetch", action="store_true", help="download missing files with Hugging "
-                      f"Face `datasets` ({HUB_DATASET}) into --data_dir first")
+                      "Face `datasets` into --data_dir first")
+  parser.add_argument("--fetch_only", action="store_true", help="--fetch, then stop (no "
+                      "checkpoint, no --workdir): e.g. the fine-tuning data")
+  parser.add_argument("--hub_dataset", default="test", help=f"what --fetch reads: test "
+                      f"({HUB_DATASET}), train ({HUB_TRAIN_DATASET}) or a repository id")
+  parser.add_argument("--hub_root", default="", help="read --hub_dataset from this local folder "
+                      "(<hub_root>/<repo id>) instead of the network")
   parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   parser.add_argument("--out", default="", help="JSON path (default: WORKDIR/babilong.json)")
   args = parser.parse_args(argv)
   try:  # bad names and missing files fail before the checkpoint loads
     tasks = [data.canonical_task(t) for t in data.parse_names(args.tasks, "tasks")]
     lengths = data.parse_names(args.lengths, "lengths")
-    if args.fetch:
-      fetch(args.data_dir, lengths, tasks)
+    if not (args.workdir or args.fetch_only):
+      raise ValueError("--workdir is required (the run to evaluate), unless --fetch_only")
+    if args.fetch or args.fetch_only:
+      written = fetch(args.data_dir, lengths, tasks, dataset=HUB_DATASETS.get(
+          args.hub_dataset, args.hub_dataset), hub_root=args.hub_root)
+      if args.fetch_only:
+        print(f"Fetched {len(written)} file(s) into {args.data_dir}")
+        return
     for length in lengths:
       for task in tasks:
         if not os.path.isfile(data.task_file(args.data_dir, length, task)):

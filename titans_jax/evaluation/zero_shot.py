@@ -18,6 +18,11 @@ max_length tokens, wikitext scored in lm-eval's rolling windows.
 
     python -m titans_jax.evaluation.zero_shot --workdir=/tmp/run --data_dir=/data/zero_shot \\
         --tasks=wikitext,lambada_openai,piqa,hellaswag --tokenizer=byte --out=/tmp/run/zs.json
+
+The CLI prints Table 1's row and Table 5's columns (ppl, reasoning, and the S-NIAH mean
+read from the run's ruler.json when titans_jax.evaluation.ruler wrote one), and writes
+both with every metric to a JSON file. --fetch reads missing tasks from the Hugging Face
+hub (`datasets`); --hub_root reads them from a local copy of the hub's repositories instead.
 """
 
 from __future__ import annotations
@@ -112,8 +117,12 @@ def task_path(data_dir: str, task: str) -> str:
   return path
 
 
-def load_hub_docs(task: str, limit: int | None = None) -> list[dict]:
-  """The split lm-eval evaluates, through Hugging Face `datasets` (network or its cache)."""
+def load_hub_docs(task: str, limit: int | None = None, hub_root: str = "") -> list[dict]:
+  """The split lm-eval evaluates, through Hugging Face `datasets` (network or its cache).
+
+  hub_root: a folder holding the repositories under their hub ids (<hub_root>/allenai/ai2_arc,
+  e.g. `huggingface-cli download --repo-type=dataset` copies): read there, not from the hub.
+  """
   try:
     import datasets
   except ImportError:
@@ -121,6 +130,11 @@ def load_hub_docs(task: str, limit: int | None = None) -> list[dict]:
                      "installed; write the split as <data_dir>/<task>.jsonl or pip install "
                      "datasets") from None
   path, name, split = HUB[task]
+  if hub_root:
+    path = os.path.join(hub_root, path)
+    if not os.path.isdir(path):
+      raise ValueError(f"--hub_root has no {path!r}; expected the hub repository {HUB[task][0]!r} "
+                       "downloaded there")
   data = datasets.load_dataset(path, name, split=split)
   if limit is not None:
     data = data.select(range(min(limit, len(data))))
@@ -454,13 +468,46 @@ def table_values(results: dict) -> dict:
   return values
 
 
-def format_row(results: dict, name: str = "model") -> str:
-  """Header and row in Table 1's layout; '-' where a task was not run."""
-  values = table_values(results)
+def table5_values(results: dict, ruler_scores: dict | None = None) -> dict:
+  """Table 5's columns (spec section 5: "ppl / reasoning / S-NIAH mean"); how the paper
+  averages them is our reading (experiments/t5_ablations.py): ppl = mean of Wiki. and LMB.
+  perplexity, reasoning = Table 1's Avg., S-NIAH = mean of RULER's scores (ruler_scores:
+  {task: {length: score}}, as ruler.json holds them). Means of the values present; None
+  where none is."""
+  table1 = table_values(results)
+  ppls = [table1[h] for h in ("Wiki. ppl", "LMB. ppl") if table1[h] is not None]
+  cells = [float(v) for by_length in (ruler_scores or {}).values() for v in by_length.values()
+           if v is not None]
+  return {"ppl": float(np.mean(ppls)) if ppls else None, "reasoning": table1["Avg."],
+          "S-NIAH": float(np.mean(cells)) if cells else None}
+
+
+def _layout(values: dict, name: str) -> str:
   width = max(len(name), 5)
   header = f"{'':<{width}} | " + " | ".join(f"{h:>{max(len(h), 6)}}" for h in values)
   cells = [f"{'-' if v is None else format(v, '.2f'):>{max(len(h), 6)}}" for h, v in values.items()]
   return "\n".join([header, f"{name:<{width}} | " + " | ".join(cells)])
+
+
+def format_row(results: dict, name: str = "model") -> str:
+  """Header and row in Table 1's layout; '-' where a task was not run."""
+  return _layout(table_values(results), name)
+
+
+def format_table5(results: dict, ruler_scores: dict | None = None, name: str = "model") -> str:
+  """Header and row of Table 5's columns (table5_values); '-' where nothing was run."""
+  return _layout(table5_values(results, ruler_scores), name)
+
+
+def read_ruler_scores(path: str) -> tuple[dict, int | None]:
+  """(scores, step) of a ruler.json (titans_jax.evaluation.ruler's --out)."""
+  try:
+    with open(path) as handle:
+      saved = json.load(handle)
+    return dict(saved["scores"]), saved.get("step")
+  except (OSError, ValueError, KeyError, TypeError) as error:
+    raise ValueError(f"--ruler_json={path!r} is not a ruler.json ({error}); expected the file "
+                     "titans_jax.evaluation.ruler writes") from None
 
 
 # -- CLI --------------------------------------------------------------------------------------
@@ -484,30 +531,48 @@ def main(argv=None):
   parser.add_argument("--limit", type=int, default=None, help="first N docs of each task")
   parser.add_argument("--fetch", action="store_true", help="download missing tasks with Hugging "
                       "Face `datasets` into --data_dir first")
+  parser.add_argument("--hub_root", default="", help="with --fetch: read the hub repositories "
+                      "from this local folder (<hub_root>/<repo id>) instead of the network")
+  parser.add_argument("--ruler_json", default="", help="RULER results for Table 5's S-NIAH "
+                      "column (default: WORKDIR/ruler.json when it exists)")
   parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
   parser.add_argument("--out", default="", help="JSON path (default: WORKDIR/zero_shot.json)")
   args = parser.parse_args(argv)
   names = [canonical_task(name) for name in args.tasks.split(",") if name.strip()]
+  ruler_json = args.ruler_json or os.path.join(args.workdir, "ruler.json")
+  try:  # a bad --ruler_json fails before the checkpoint loads
+    ruler_scores, ruler_step = (read_ruler_scores(ruler_json) if args.ruler_json
+                                or os.path.isfile(ruler_json) else (None, None))
+  except ValueError as error:
+    parser.error(str(error))
   sources = {}
   for task in names:
     path = task_path(args.data_dir, task)
     if not os.path.exists(path) and args.fetch:
-      save_jsonl(load_hub_docs(task), path)
+      save_jsonl(load_hub_docs(task, hub_root=args.hub_root), path)
     sources[task] = path
   model, config, step = train.load_model(args.workdir, args.step)
+  if ruler_scores is not None and ruler_step is not None and ruler_step != step:
+    # A stale ruler.json would put another checkpoint's S-NIAH next to these scores.
+    print(f"warning: {ruler_json} scored step {ruler_step}, these scores step {step}",
+          file=sys.stderr)
   tokenizer_spec = args.tokenizer or config.data.get("tokenizer", "") or "byte"
   tokenizer = load_tokenizer(tokenizer_spec)
   max_length = args.max_length or int(config.data.seq_len)
   results = evaluate_zero_shot(model, tokenizer, sources, batch_size=args.batch_size,
                                max_length=max_length, limit=args.limit, progress=True)
-  row = format_row(results, f"{config.model.variant}@{step}")
-  print(row)
+  name = f"{config.model.variant}@{step}"
+  print("Table 1\n" + format_row(results, name))
+  print("Table 5 (ppl: mean of Wiki. and LMB.; reasoning: Avg.; S-NIAH: mean of ruler.json)\n"
+        + format_table5(results, ruler_scores, name))
   out = args.out or os.path.join(args.workdir, "zero_shot.json")
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   with open(out, "w") as handle:
     json.dump({"workdir": args.workdir, "step": step, "tokenizer": tokenizer_spec,
                "max_length": max_length, "limit": args.limit, "results": results,
-               "table": table_values(results)}, handle, indent=2)
+               "table": table_values(results), "table5": table5_values(results, ruler_scores),
+               "ruler_json": ruler_json if ruler_scores is not None else None,
+               "ruler_step": ruler_step}, handle, indent=2)
   print(f"Results: {out}")
 
 
