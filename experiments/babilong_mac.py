@@ -12,13 +12,13 @@ length, split = task qa1..qa20), each written out as <folder>/<length>/<task>.js
   python -m titans_jax.evaluation.babilong --fetch_only --data_dir=/data/babilong \\
       --lengths=0k,1k,2k,4k,8k,16k,32k,64k,128k,256k,512k,1M --tasks=qa1,qa2,qa3,qa4,qa5
   # TPU pod (every worker runs it; the data folder must be readable on each worker):
-  TPU_NAME=my-v5p-8 ZONE=us-east5-a launch/tpu_pod.sh --config=experiments/babilong_mac.py \\
-      --workdir=gs://BUCKET/titans/babilong_mac --config.data.train_path=/data/babilong-train-5k-samples
+  TPU_NAME=my-v5p-8 ZONE=us-east5-a MOUNT_BUCKET=BUCKET launch/tpu_pod.sh --config=experiments/babilong_mac.py \\
+      --workdir=/gcs/BUCKET/titans/babilong_mac --config.data.train_path=/data/babilong-train-5k-samples
   # Local (a few steps on a laptop CPU; the folder may hold just 0k/qa1..qa5.jsonl):
   python -m titans_jax.main --config=experiments/babilong_mac.py:runlocal --workdir=/tmp/babilong_mac \\
       --config.data.train_path=/data/babilong-train-5k-samples
   # Then accuracy per task and length and the qa1-qa5 average, from 0k up:
-  python -m titans_jax.evaluation.babilong --workdir=gs://BUCKET/titans/babilong_mac \\
+  python -m titans_jax.evaluation.babilong --workdir=/gcs/BUCKET/titans/babilong_mac \\
       --data_dir=/data/babilong --lengths=0k,1k,2k,4k,8k,16k,32k,64k,128k,256k,512k,1M \\
       --tasks=qa1,qa2,qa3,qa4,qa5 --samples=100
 

@@ -12,14 +12,14 @@ memory adds its own weights (the learned W_0 per head and layer) and nothing els
       --out=/data/pile_subset/train
   # Train on a TPU pod (every worker runs it; the shards must be readable on each)
   for depth in 1 2 3 4; do
-    TPU_NAME=my-v5p-32 ZONE=us-east5-a launch/tpu_pod.sh \\
+    TPU_NAME=my-v5p-32 ZONE=us-east5-a MOUNT_BUCKET=BUCKET launch/tpu_pod.sh \\
         --config=experiments/f7_memory_depth.py:depth=$depth,tokenizer=/models/llama2/tokenizer.model \\
-        --workdir=gs://BUCKET/titans/f7_depth$depth \\
+        --workdir=/gcs/BUCKET/titans/f7_depth$depth \\
         --config.data.train_path='/data/pile_subset/train-*.array_record'
   done
   # (one machine: python -m titans_jax.main with the same --config and flags)
   # Loss / perplexity by position over long inputs:
-  W=gs://BUCKET/titans/f7_depth2
+  W=/gcs/BUCKET/titans/f7_depth2
   python -m titans_jax.evaluation.streaming --workdir=$W --random_tokens=65536  # speed only
   # The streaming CLI reads --text_file as byte tokens, which fits byte-level models only;
   # for these Llama-tokenized models use its Python API (the same curve and plot):

@@ -16,13 +16,13 @@ for 170M-400M, 30B (57,221 steps) for 760M. Sizes from titans_jax.models.presets
   #    --tfds_hf=HuggingFaceFW/fineweb-edu:sample-10BT --tfds_data_dir=/data/tfds --tfds_prepare
   #    --tfds_split='train[:99%]' in place of --inputs (titans_jax/data/text_sources.py)
   # 2. Train on a TPU pod (every worker runs it; the shards must be readable on each)
-  TPU_NAME=my-v5p-128 ZONE=us-east5-a launch/tpu_pod.sh \\
+  TPU_NAME=my-v5p-128 ZONE=us-east5-a MOUNT_BUCKET=BUCKET launch/tpu_pod.sh \\
       --config=experiments/t1_language_modeling.py:size=760M,model=mac,tokenizer=/models/llama2/tokenizer.model \\
-      --workdir=gs://BUCKET/titans/t1_mac_760m \\
+      --workdir=/gcs/BUCKET/titans/t1_mac_760m \\
       --config.data.train_path='/data/fineweb_edu/train-*.array_record' \\
       --config.data.eval_path='/data/fineweb_edu/val-*.array_record'
   # 3. The Table 1 row (Wiki. ppl, LMB. ppl / acc, PIQA ... BoolQ, Avg.)
-  python -m titans_jax.evaluation.zero_shot --workdir=gs://BUCKET/titans/t1_mac_760m \\
+  python -m titans_jax.evaluation.zero_shot --workdir=/gcs/BUCKET/titans/t1_mac_760m \\
       --data_dir=/data/zero_shot --fetch \\
       --tasks=wikitext,lambada_openai,piqa,hellaswag,winogrande,arc_easy,arc_challenge,social_iqa,boolq
   # Local smoke run (tiny model of the same variant, random tokens, a few steps):

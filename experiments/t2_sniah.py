@@ -8,13 +8,13 @@ arguments), kept as its own file so each table has one. The evaluation settings
 reads no config section, so none is recorded here.
 
   # Train (or reuse) a Table 1 model, e.g. the 760M MAC:
-  TPU_NAME=my-v5p-128 ZONE=us-east5-a launch/tpu_pod.sh \\
+  TPU_NAME=my-v5p-128 ZONE=us-east5-a MOUNT_BUCKET=BUCKET launch/tpu_pod.sh \\
       --config=experiments/t2_sniah.py:size=760M,model=mac,tokenizer=/models/llama2/tokenizer.model \\
-      --workdir=gs://BUCKET/titans/t1_mac_760m \\
+      --workdir=/gcs/BUCKET/titans/t1_mac_760m \\
       --config.data.train_path='/data/fineweb_edu/train-*.array_record'
   # Table 2's row (the essay haystack of S-NIAH-2 / -3 is RULER's Paul Graham essays, as
   # one plain text file; the tokenizer comes from the run's data.tokenizer):
-  python -m titans_jax.evaluation.ruler --workdir=gs://BUCKET/titans/t1_mac_760m \\
+  python -m titans_jax.evaluation.ruler --workdir=/gcs/BUCKET/titans/t1_mac_760m \\
       --tasks=niah_single_1,niah_single_2,niah_single_3 --lengths=2048,4096,8192,16384 \\
       --samples=100 --essay_path=/data/ruler/pg_essays.txt
 

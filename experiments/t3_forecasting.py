@@ -46,9 +46,9 @@ place of TSLib's halving of the lr every epoch ("type1"); gradient clipping at 1
   # On a TPU pod slice (every worker runs it; the CSV folder must be readable on each; the
   # model is small, so a v5p-8 is plenty; batch 32 splits over its chips):
   for horizon in 96 192 336 720; do
-    TPU_NAME=my-v5p-8 ZONE=us-east5-a launch/tpu_pod.sh \\
+    TPU_NAME=my-v5p-8 ZONE=us-east5-a MOUNT_BUCKET=BUCKET launch/tpu_pod.sh \\
         --config=experiments/t3_forecasting.py:dataset=etth1,horizon=$horizon \\
-        --workdir=gs://BUCKET/titans/t3_etth1_$horizon --config.data.train_path=/data/tslib/dataset
+        --workdir=/gcs/BUCKET/titans/t3_etth1_$horizon --config.data.train_path=/data/tslib/dataset
   done
   # Local smoke run (width 16, 1 block, lookback 32, a few steps, one evaluation of 4 windows):
   python -m titans_jax.main --config=experiments/t3_forecasting.py:runlocal --workdir=/tmp/t3_local \\

@@ -25,9 +25,9 @@ the test split as evaluation).
   python -m titans_jax.main --config=experiments/t4_dna.py:dataset=human_enhancers_cohn,model=lmm \\
       --workdir=/tmp/t4_cohn_lmm --config.data.train_path=$HOME/.genomic_benchmarks
   #    On a TPU pod slice (every worker runs it; the folder must be readable on each):
-  TPU_NAME=my-v5p-8 ZONE=us-east5-a launch/tpu_pod.sh \\
+  TPU_NAME=my-v5p-8 ZONE=us-east5-a MOUNT_BUCKET=BUCKET launch/tpu_pod.sh \\
       --config=experiments/t4_dna.py:dataset=human_enhancers_cohn,model=lmm \\
-      --workdir=gs://BUCKET/titans/t4_cohn_lmm --config.data.train_path=/data/genomic_benchmarks
+      --workdir=/gcs/BUCKET/titans/t4_cohn_lmm --config.data.train_path=/data/genomic_benchmarks
   # 3. The Table 4 cell: the last "eval_accuracy" row of the run's metrics
   tail -n 1 /tmp/t4_cohn_lmm/metrics.jsonl
   # Table 4's row: the same for each dataset= below (one run per column).

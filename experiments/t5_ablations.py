@@ -19,17 +19,17 @@ Paper numbers (spec section 5; the other rows: see paper): LMM 27.01 ppl / 47.83
 reasoning acc / 92.68 S-NIAH mean; w/o weight decay 29.04 / 45.11 / 85.60.
 
   # Train on a TPU pod (every worker runs it; shards from experiments/t1_language_modeling.py)
-  TPU_NAME=my-v5p-64 ZONE=us-east5-a launch/tpu_pod.sh \\
+  TPU_NAME=my-v5p-64 ZONE=us-east5-a MOUNT_BUCKET=BUCKET launch/tpu_pod.sh \\
       --config=experiments/t5_ablations.py:ablation=no_momentum,tokenizer=/models/llama2/tokenizer.model \\
-      --workdir=gs://BUCKET/titans/t5_no_momentum \\
+      --workdir=/gcs/BUCKET/titans/t5_no_momentum \\
       --config.data.train_path='/data/fineweb_edu/train-*.array_record'
   # Long-context column first (S-NIAH, as Table 2; writes WORKDIR/ruler.json):
-  python -m titans_jax.evaluation.ruler --workdir=gs://BUCKET/titans/t5_no_momentum \\
+  python -m titans_jax.evaluation.ruler --workdir=/gcs/BUCKET/titans/t5_no_momentum \\
       --tasks=niah_single_1,niah_single_2,niah_single_3 --lengths=2048,4096,8192,16384 \\
       --essay_path=/data/ruler/pg_essays.txt
   # Then the row: prints Table 1's columns and Table 5's ppl / reasoning / S-NIAH (the last
   # read from WORKDIR/ruler.json), into WORKDIR/zero_shot.json
-  python -m titans_jax.evaluation.zero_shot --workdir=gs://BUCKET/titans/t5_no_momentum \\
+  python -m titans_jax.evaluation.zero_shot --workdir=/gcs/BUCKET/titans/t5_no_momentum \\
       --data_dir=/data/zero_shot --fetch
   # Local smoke run (the same switch on a tiny LMM, random tokens):
   python -m titans_jax.main --config=experiments/t5_ablations.py:ablation=linear_memory,runlocal \\

@@ -18,6 +18,21 @@ class CheckpointError(ValueError):
   """A checkpoint that cannot be used by this run (left untouched on disk)."""
 
 
+def require_local_workdir(workdir: str) -> str:
+  """The workdir as an absolute path; a URL (gs://, s3://, ...) is refused.
+
+  Checkpoints, config.json and metrics.jsonl (appended to) go through the local
+  filesystem, so a bucket must be mounted: on a pod, every worker mounts the same one.
+  """
+  if "://" in str(workdir):
+    raise ValueError(
+        f"workdir={workdir!r} is a URL; titans_jax writes its checkpoints, config.json and "
+        "metrics.jsonl through the filesystem, so expected a path: mount the bucket on every "
+        "host (e.g. `gcsfuse --implicit-dirs BUCKET /gcs/BUCKET`, or launch/tpu_pod.sh with "
+        "MOUNT_BUCKET=BUCKET) and pass --workdir=/gcs/BUCKET/...")
+  return os.path.abspath(workdir)
+
+
 def describe_state(state) -> dict:
   """Path -> [shape, dtype] of every array: what a checkpoint must match."""
   flat = jax.tree_util.tree_flatten_with_path(state)[0]
@@ -36,7 +51,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True,
                best_metric: str | None = None):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.directory = os.path.join(require_local_workdir(workdir), "checkpoints")
     if best_metric:
       policies = ocp.checkpoint_managers
       metric = lambda metrics: float(metrics[best_metric])

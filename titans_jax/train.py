@@ -66,6 +66,7 @@ def validate(config, workdir: str) -> None:
   if not workdir:
     raise ValueError("workdir is empty; pass --workdir=DIR (created if missing; a run there "
                      "resumes from its checkpoints)")
+  checkpointing.require_local_workdir(workdir)
   train = config.train
   for field in ("steps", "global_batch_size", "grad_accum_steps", "log_every",
                 "checkpoint_every", "keep_checkpoints"):
@@ -413,7 +414,7 @@ def load_model(workdir: str, step: int | None = None):
   """
   import json
 
-  path = os.path.join(workdir, "config.json")
+  path = os.path.join(checkpointing.require_local_workdir(workdir), "config.json")
   if not os.path.exists(path):
     raise ValueError(f"{workdir!r} holds no config.json; expected the --workdir of a training run")
   with open(path) as handle:

@@ -108,3 +108,14 @@ def test_bad_input_is_a_clear_error(tmp_path, overrides, message):
 def test_empty_workdir_is_an_error():
   with pytest.raises(ValueError, match="workdir"):
     train.train_and_evaluate(tiny_config(), "", model_builder=build_tiny)
+
+
+@pytest.mark.parametrize("workdir", ["gs://bucket/titans/run", "s3://bucket/run"])
+def test_a_bucket_url_workdir_is_refused_with_the_mount_to_use(tmp_path, monkeypatch, workdir):
+  # A URL would otherwise become a local folder named "gs:" and the bucket stay empty.
+  monkeypatch.chdir(tmp_path)
+  for call in (lambda: train.train_and_evaluate(tiny_config(), workdir, model_builder=build_tiny),
+               lambda: train.load_model(workdir)):
+    with pytest.raises(ValueError, match=r"is a URL.*gcsfuse.*--workdir=/gcs/BUCKET"):
+      call()
+  assert os.listdir(tmp_path) == []
