@@ -41,30 +41,50 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
-class _Rows(list):
-  """What the harnesses use of a `datasets.Dataset`: len, iteration over dicts, select."""
+def write_hub_repo(repo, splits):
+  """A local copy of a Hugging Face hub dataset repository at `repo`, laid out as the hub
+  does it: README.md whose YAML front matter declares each config's split files, and one
+  parquet file per (config, split). splits: {(config, split): [row dict, ...]}, rows with
+  the hub's field names and types (nested dicts and lists become parquet structs / lists)."""
+  import json
 
-  def select(self, indices):
-    return _Rows(self[i] for i in indices)
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  configs = {}
+  for (config, split), rows in splits.items():
+    folder = os.path.join(repo, config)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{split}-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    configs.setdefault(config, []).append(split)
+  lines = ["---", "configs:"]  # JSON strings are YAML strings
+  for config, names in configs.items():
+    lines += [f"- config_name: {json.dumps(config)}", "  data_files:"]
+    for split in names:
+      lines += [f"  - split: {json.dumps(split)}", f"    path: {json.dumps(f'{config}/{split}-*')}"]
+  with open(os.path.join(repo, "README.md"), "w", encoding="utf-8") as handle:
+    handle.write("\n".join(lines + ["---", ""]))
+  return str(repo)
 
 
 @pytest.fixture
-def fake_hub(monkeypatch):
-  """A stand-in `datasets` module (the real one is an optional extra, not a test
-  dependency, and the hub needs the network): load_dataset(path, name, split) reads
-  <path>/<name>/<split>.jsonl and records each call in .calls."""
-  import json
-  import sys
-  import types
+def local_hub(monkeypatch, tmp_path):
+  """The real Hugging Face `datasets` kept off the network and out of ~/.cache: offline
+  (the environment for what starts later, the flags `datasets` read at import for this
+  process) with its cache under tmp_path. Returns write_hub_repo, which makes the local
+  repository copies it reads (what --hub_root points at)."""
+  import datasets
+  import huggingface_hub
 
-  module = types.ModuleType("datasets")
-  module.calls = []
-
-  def load_dataset(path, name=None, split=None):
-    module.calls.append((path, name, split))
-    with open(os.path.join(path, name or "default", f"{split}.jsonl")) as handle:
-      return _Rows(json.loads(line) for line in handle if line.strip())
-
-  module.load_dataset = load_dataset
-  monkeypatch.setitem(sys.modules, "datasets", module)
-  return module
+  for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+    monkeypatch.setenv(name, "1")
+  monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+  monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+  monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+  cache = tmp_path / "hf_cache"
+  monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+  monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+  monkeypatch.setattr(datasets.config, "DOWNLOADED_DATASETS_PATH", cache / "downloads")
+  monkeypatch.setattr(datasets.config, "EXTRACTED_DATASETS_PATH", cache / "downloads" / "extracted")
+  return write_hub_repo

@@ -149,32 +149,44 @@ def test_the_cli_reads_the_runs_prompt_format_and_writes_json(tmp_path, monkeypa
   assert "8k/qa1.jsonl does not exist" in capsys.readouterr().err
 
 
-def test_fetch_only_writes_the_fine_tuning_data_from_a_local_hub_root(fake_hub, tmp_path,
+def hub_records(length, task, count):
+  """Records for one (config = length, split = task) of a BABILong hub copy, telling which."""
+  labels = data.TASK_LABELS[task]
+  return [{"input": f"[{length}/{task}] Filler text. The answer is {labels[i % len(labels)]}.",
+           "question": f"Where? ({i})", "target": labels[i % len(labels)]} for i in range(count)]
+
+
+def test_fetch_only_writes_the_fine_tuning_data_from_a_local_hub_root(local_hub, tmp_path,
                                                                       monkeypatch, capsys):
   from titans_jax import train
 
   # Given a copy of RMT-team/babilong-train-5k-samples under --hub_root (config = length,
-  # split = task; served by the stand-in `datasets`)
+  # split = task; read by the real `datasets`), every (length, task) with its own records
   repo = tmp_path / "hub" / "RMT-team" / "babilong-train-5k-samples"
-  write_tasks(repo, tasks=("qa1", "qa2"), count=2)
+  splits = {(length, task): hub_records(length, task, count=2 + (length == "0k"))
+            for length in ("0k", "1k") for task in ("qa1", "qa2", "qa3")}
+  local_hub(repo, splits)
   monkeypatch.setattr(train, "load_model", lambda *a: pytest.fail("loaded"))
   out = tmp_path / "train5k"
   babilong.main([f"--data_dir={out}", "--fetch_only", "--hub_dataset=train",
                  f"--hub_root={tmp_path / 'hub'}", "--lengths=0k", "--tasks=qa1,qa2"])
-  # Then each (length, task) came from the train dataset, and the folder the fine-tuning
-  # source reads holds its records; no checkpoint was loaded
-  assert fake_hub.calls == [(str(repo), "0k", "qa1"), (str(repo), "0k", "qa2")]
+  # Then each (length, task) came from its config and split of the train dataset, and the
+  # folder the fine-tuning source reads holds its records; no checkpoint was loaded
   assert "Fetched 2 file(s)" in capsys.readouterr().out
+  assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.jsonl")) == [
+      "0k/qa1.jsonl", "0k/qa2.jsonl"]
   for task in ("qa1", "qa2"):
-    assert data.read_records(data.task_file(str(out), "0k", task)) == data.read_records(
-        data.task_file(str(repo), "0k", task))
+    assert data.read_records(data.task_file(str(out), "0k", task)) == splits["0k", task]
   with pytest.raises(SystemExit):  # evaluating needs the run
     babilong.main([f"--data_dir={out}", "--lengths=0k", "--tasks=qa1"])
   assert "--workdir is required" in capsys.readouterr().err
-  # The test set by default, by its hub id when no --hub_root is given (here resolved
-  # as a relative folder by the stand-in), limit keeping the first records
-  write_tasks(tmp_path / "RMT-team" / "babilong", lengths=("1k",), tasks=("qa3",), count=2)
+  with pytest.raises(ValueError, match="--hub_root has no"):  # the test set is not there
+    babilong.fetch(str(tmp_path / "test"), ["1k"], ["qa3"], hub_root=str(tmp_path / "hub"))
+  assert not list((tmp_path / "test").rglob("*.jsonl*"))  # nothing to take as fetched later
+  # The test set by default, by its hub id when no --hub_root is given (`datasets` reads
+  # a folder of that relative path first), limit keeping the first records
+  local_hub(tmp_path / "RMT-team" / "babilong", {("1k", "qa3"): hub_records("1k", "qa3", 3),
+                                                 ("1k", "qa1"): hub_records("1k", "qa1", 3)})
   monkeypatch.chdir(tmp_path)
-  (written,) = babilong.fetch(str(tmp_path / "test"), ["1k"], ["qa3"], limit=1)
-  assert fake_hub.calls[-1] == ("RMT-team/babilong", "1k", "qa3")
-  assert len(data.read_records(written)) == 1
+  (written,) = babilong.fetch(str(tmp_path / "test"), ["1k"], ["qa3"], limit=2)
+  assert data.read_records(written) == hub_records("1k", "qa3", 3)[:2]

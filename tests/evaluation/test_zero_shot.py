@@ -352,32 +352,41 @@ def test_cli_scores_a_workdir_checkpoint_into_json(model, results, monkeypatch, 
       "swa@7", f"{ppl:.2f}", f"{saved['table']['Avg.']:.2f}", "30.00"]
 
 
-def test_fetch_reads_lm_evals_split_from_a_local_hub_root(model, fake_hub, monkeypatch,
+def test_fetch_reads_lm_evals_split_from_a_local_hub_root(model, local_hub, monkeypatch,
                                                           tmp_path):
   import ml_collections
 
   from titans_jax import train
 
-  # Given a copy of allenai/ai2_arc under --hub_root (served by the stand-in `datasets`)
+  # Given a copy of allenai/ai2_arc under --hub_root, read by the real `datasets`: each
+  # (config, split) holds its own docs, ARC-Easy's test split the ones lm-eval scores
+  def arc(tag, count=2):
+    return [{"id": f"{tag}-{i}", **doc, "question": f"[{tag}] {doc['question']}"}
+            for i, doc in enumerate((DOCS["arc_easy"] * count)[:count])]
+
   repo = tmp_path / "hub" / "allenai" / "ai2_arc"
-  zero_shot.save_jsonl(DOCS["arc_easy"], str(repo / "ARC-Easy" / "test.jsonl"))
+  splits = {(config, split): arc(f"{config}/{split}", count=2 + (split == "test"))
+            for config in ("ARC-Easy", "ARC-Challenge")
+            for split in ("train", "validation", "test")}
+  local_hub(repo, splits)
   config = ml_collections.ConfigDict({"model": {"variant": "swa"},
                                       "data": {"seq_len": MAX_LENGTH}})
   monkeypatch.setattr(train, "load_model", lambda workdir, step=None: (model, config, 1))
   data_dir = tmp_path / "zero_shot"
   zero_shot.main(["--workdir", str(tmp_path), "--data_dir", str(data_dir), "--tasks", "arc_e",
                   "--fetch", "--hub_root", str(tmp_path / "hub"), "--batch_size", "8"])
-  # Then --fetch asked for lm-eval's (repository, config, split), read from --hub_root, and
-  # wrote it as <data_dir>/arc_easy.jsonl
-  assert fake_hub.calls == [(str(repo), "ARC-Easy", "test")]
-  assert zero_shot.read_jsonl(str(data_dir / "arc_easy.jsonl")) == DOCS["arc_easy"]
+  # Then --fetch read lm-eval's (repository, config, split) from --hub_root, the hub's fields
+  # as they are (the nested choices too), and wrote it as <data_dir>/arc_easy.jsonl
+  assert zero_shot.read_jsonl(str(data_dir / "arc_easy.jsonl")) == splits["ARC-Easy", "test"]
   saved = json.loads((tmp_path / "zero_shot.json").read_text())
-  assert saved["results"]["arc_easy"]["samples"] == 2
+  assert saved["results"]["arc_easy"]["samples"] == 3
+  assert zero_shot.load_hub_docs("arc_challenge", hub_root=str(tmp_path / "hub")) == splits[
+      "ARC-Challenge", "test"]
   with pytest.raises(ValueError, match="--hub_root has no"):
     zero_shot.load_hub_docs("piqa", hub_root=str(tmp_path / "hub"))
   # Without --hub_root the hub's id goes to `datasets` as it is; limit keeps the first docs
   monkeypatch.setitem(zero_shot.HUB, "arc_easy", (str(repo), "ARC-Easy", "test"))
-  assert zero_shot.load_hub_docs("arc_easy", limit=1) == DOCS["arc_easy"][:1]
+  assert zero_shot.load_hub_docs("arc_easy", limit=2) == splits["ARC-Easy", "test"][:2]
 
 
 def test_bad_tasks_and_docs_fail_with_what_would_work(model, tmp_path):

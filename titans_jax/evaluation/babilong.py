@@ -35,6 +35,7 @@ from titans_jax.data import babilong as data
 from titans_jax.data.tokenizers import Tokenizer, load_tokenizer
 from titans_jax.evaluation.ruler import (PiecewiseDecoder, check_vocabulary, encode_prompt,
                                          greedy_text)
+from titans_jax.evaluation.zero_shot import save_jsonl
 
 HUB_DATASET = "RMT-team/babilong"  # test: config = length, split = task
 HUB_TRAIN_DATASET = "RMT-team/babilong-train-5k-samples"  # fine-tuning, the same layout
@@ -113,11 +114,8 @@ def fetch(data_dir: str, lengths, tasks, limit: int | None = None, *,
     for task in tasks:
       path = data.task_file(data_dir, length, task)
       if not os.path.exists(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as handle:
-          for record in load_hub_records(length, task, limit, dataset=dataset,
-                                         hub_root=hub_root):
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        save_jsonl(load_hub_records(length, task, limit, dataset=dataset, hub_root=hub_root),
+                   path)
         written.append(path)
   return written
 

@@ -141,11 +141,19 @@ def load_hub_docs(task: str, limit: int | None = None, hub_root: str = "") -> li
   return [dict(row) for row in data]
 
 
-def save_jsonl(docs: list[dict], path: str) -> str:
+def save_jsonl(docs, path: str) -> str:
+  """Writes docs as jsonl whole or not at all (a temporary file renamed at the end): a
+  fetch that fails midway leaves no partial file for the next run to take as fetched."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w", encoding="utf-8") as handle:
-    for doc in docs:
-      handle.write(json.dumps(doc, ensure_ascii=False) + "\n")
+  partial = path + ".partial"
+  try:
+    with open(partial, "w", encoding="utf-8") as handle:
+      for doc in docs:
+        handle.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    os.replace(partial, path)
+  finally:
+    if os.path.exists(partial):
+      os.remove(partial)
   return path
 
 
