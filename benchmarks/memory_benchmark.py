@@ -74,7 +74,7 @@ def _time_steps(run_step, steps: int) -> tuple[float, float]:
   return statistics.median(times), warmup
 
 
-def worker_jax(length: int, retrieval: str, steps: int) -> dict:
+def worker_jax(length: int, retrieval: str, steps: int, op_only: bool = False) -> dict:
   import jax
   import jax.numpy as jnp
 
@@ -96,6 +96,24 @@ def worker_jax(length: int, retrieval: str, steps: int) -> dict:
 
   def heads_first(t):  # [B, T, H*d] -> [B, H, T, d]
     return t.reshape(BATCH, length, HEADS, -1).transpose(0, 2, 1, 3)
+
+  if op_only:  # the memory op alone: fixed q / k / v / gates, gradients into all of them
+    q, k, v = jnp.split(jax.nn.silu(x @ params["qkv"]), 3, axis=-1)
+    gates = jax.nn.sigmoid(x @ params["gates"] + params["gate_bias"])
+    inputs = (heads_first(q), heads_first(k), heads_first(v),
+              gates.reshape(BATCH, length, HEADS, 3).transpose(3, 0, 2, 1))
+
+    def op_loss(w0, q, k, v, gates):
+      q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
+      k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
+      y, _ = memory_apply(config, init_memory_state(w0, BATCH), q, k, v, 0.1 * gates[0],
+                          gates[1], gates[2])
+      return jnp.mean(y ** 2)
+
+    step = jax.jit(jax.value_and_grad(op_loss, argnums=(0, 1, 2, 3, 4)))
+    seconds, warmup = _time_steps(lambda: jax.block_until_ready(step(params["w0"], *inputs)),
+                                  steps)
+    return {"seconds": seconds, "warmup_seconds": warmup}
 
   def loss(params, x):
     q, k, v = jnp.split(jax.nn.silu(x @ params["qkv"]), 3, axis=-1)
@@ -153,7 +171,7 @@ def worker_matmul_peak() -> dict:
 
 def worker_main(args) -> None:
   if args.worker == "jax":
-    result = worker_jax(args.length, args.mode, args.steps)
+    result = worker_jax(args.length, args.mode, args.steps, args.op_only)
   elif args.worker == "torch":
     result = worker_torch(args.length, args.mode, args.steps)
   else:
@@ -195,6 +213,8 @@ def main() -> None:
   parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
   parser.add_argument("--length", type=int, default=0, help=argparse.SUPPRESS)
   parser.add_argument("--mode", default="", help=argparse.SUPPRESS)
+  parser.add_argument("--op_only", action="store_true", help="with --worker=jax: time the "
+                      "memory op alone (no projections), for profiling the op itself")
   args = parser.parse_args()
   if args.worker:
     return worker_main(args)
