@@ -35,7 +35,7 @@ from titans_jax.data import babilong as data
 from titans_jax.data.tokenizers import Tokenizer, load_tokenizer
 from titans_jax.evaluation.ruler import (PiecewiseDecoder, check_vocabulary, encode_prompt,
                                          greedy_text)
-from titans_jax.evaluation.zero_shot import save_jsonl
+from titans_jax.evaluation import hub
 
 HUB_DATASET = "RMT-team/babilong"  # test: config = length, split = task
 HUB_TRAIN_DATASET = "RMT-team/babilong-train-5k-samples"  # fine-tuning, the same layout
@@ -88,21 +88,9 @@ class BabilongResult:
 
 def load_hub_records(length: str, task: str, limit: int | None = None, *,
                      dataset: str = HUB_DATASET, hub_root: str = "") -> list[dict]:
-  """One (length, task) of a BABILong hub dataset through Hugging Face `datasets` (network
-  or its cache; hub_root: a folder holding the repository under its id, read instead)."""
-  try:
-    import datasets
-  except ImportError:
-    raise ValueError(f"BABILong {length}/{task} has no local file and Hugging Face `datasets` is "
-                     "not installed; write it as <data_dir>/<length>/<task>.jsonl or pip install "
-                     "datasets") from None
-  path = os.path.join(hub_root, dataset) if hub_root else dataset
-  if hub_root and not os.path.isdir(path):
-    raise ValueError(f"--hub_root has no {path!r}; expected the hub repository {dataset!r} "
-                     "downloaded there")
-  rows = datasets.load_dataset(path, length, split=task)
-  if limit is not None:
-    rows = rows.select(range(min(limit, len(rows))))
+  """One (length, task) of a BABILong hub dataset through Hugging Face `datasets`."""
+  rows = hub.load_split(dataset, length, task, limit=limit, hub_root=hub_root,
+                        local_hint="<data_dir>/<length>/<task>.jsonl")
   return [{field: row[field] for field in data.FIELDS} for row in rows]
 
 
@@ -114,7 +102,7 @@ def fetch(data_dir: str, lengths, tasks, limit: int | None = None, *,
     for task in tasks:
       path = data.task_file(data_dir, length, task)
       if not os.path.exists(path):
-        save_jsonl(load_hub_records(length, task, limit, dataset=dataset, hub_root=hub_root),
+        hub.save_jsonl(load_hub_records(length, task, limit, dataset=dataset, hub_root=hub_root),
                    path)
         written.append(path)
   return written

@@ -40,6 +40,8 @@ import numpy as np
 from flax import nnx
 
 from titans_jax.data.tokenizers import Tokenizer, load_tokenizer
+from titans_jax.evaluation import hub
+from titans_jax.evaluation.hub import save_jsonl
 
 TASKS = ("wikitext", "lambada_openai", "piqa", "hellaswag", "winogrande", "arc_easy",
          "arc_challenge", "social_iqa", "boolq")
@@ -118,43 +120,10 @@ def task_path(data_dir: str, task: str) -> str:
 
 
 def load_hub_docs(task: str, limit: int | None = None, hub_root: str = "") -> list[dict]:
-  """The split lm-eval evaluates, through Hugging Face `datasets` (network or its cache).
-
-  hub_root: a folder holding the repositories under their hub ids (<hub_root>/allenai/ai2_arc,
-  e.g. `huggingface-cli download --repo-type=dataset` copies): read there, not from the hub.
-  """
-  try:
-    import datasets
-  except ImportError:
-    raise ValueError(f"task {task!r} has no local file and Hugging Face `datasets` is not "
-                     "installed; write the split as <data_dir>/<task>.jsonl or pip install "
-                     "datasets") from None
-  path, name, split = HUB[task]
-  if hub_root:
-    path = os.path.join(hub_root, path)
-    if not os.path.isdir(path):
-      raise ValueError(f"--hub_root has no {path!r}; expected the hub repository {HUB[task][0]!r} "
-                       "downloaded there")
-  data = datasets.load_dataset(path, name, split=split)
-  if limit is not None:
-    data = data.select(range(min(limit, len(data))))
-  return [dict(row) for row in data]
-
-
-def save_jsonl(docs, path: str) -> str:
-  """Writes docs as jsonl whole or not at all (a temporary file renamed at the end): a
-  fetch that fails midway leaves no partial file for the next run to take as fetched."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  partial = path + ".partial"
-  try:
-    with open(partial, "w", encoding="utf-8") as handle:
-      for doc in docs:
-        handle.write(json.dumps(doc, ensure_ascii=False) + "\n")
-    os.replace(partial, path)
-  finally:
-    if os.path.exists(partial):
-      os.remove(partial)
-  return path
+  """The split lm-eval evaluates, through Hugging Face `datasets` (hub.load_split)."""
+  repo, name, split = HUB[task]
+  return hub.load_split(repo, name, split, limit=limit, hub_root=hub_root,
+                        local_hint=f"<data_dir>/{task}.jsonl")
 
 
 def check_docs(task: str, docs: list[dict]) -> None:
