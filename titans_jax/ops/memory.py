@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from titans_jax.ops.activations import get_activation, value_and_derivative
 from titans_jax.ops.memory_types import (MemoryConfig, MemoryState, is_static_position,
-                                         state_dtype, validate_inputs, validate_resets)
+                                         state_dtype, validate_inputs, validate_resets, vary_like)
 
 # ----------------------------------------------------------------------------
 # Gate products in log space
@@ -391,6 +391,7 @@ def _memory_apply_jit(config, chunk_offset, state, q, k, v, theta, eta, alpha, r
   carry = (weights, momentum, w_grad)
   if reset_to is not None:
     carry += (jax.tree.map(lambda a: a.astype(dtype), reset_to),)
+  carry = vary_like(carry, chunks)  # under shard_map: the carry varies as the inputs do
   (w_end, s_end, w_grad_end), y = _scan_chunks(config, carry, chunks, group)
 
   # Stage 4: back to [B, H, T, d_out].

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from titans_jax.ops.activations import get_activation
 from titans_jax.ops.memory_types import (MemoryConfig, MemoryState, state_dtype, validate_inputs,
-                                         validate_resets)
+                                         validate_resets, vary_like)
 
 
 def mlp_forward(weights, x, activation, residual):
@@ -100,6 +100,7 @@ def scan_tokens(config, state, q, k, v, theta, eta, alpha, report=None, *, reset
       return (w, s, w_grad, g_chunk, pos + 1), (y_t, reported)
 
     carry = (weights, momentum, chunk_start, chunk_gates, jnp.asarray(position, jnp.int32))
+    carry = vary_like(carry, (q, k, v, gates, resets))  # under shard_map
     (w, s, w_grad, g_chunk, pos), (y, reported) = jax.lax.scan(step, carry,
                                                                 (q, k, v, gates, resets))
     # The state names the chunk of the *next* token: at a boundary that is W itself.

@@ -251,3 +251,30 @@ def _validate_state(config, state, batch, heads, d_in, d_out) -> None:
 
 def is_static_position(position) -> bool:
   return isinstance(position, (int, np.integer))
+
+
+def _varying_axes(x) -> frozenset:
+  """The manual mesh axes x varies over (jax >= 0.9: manual_axis_type.varying; older: vma)."""
+  aval = jax.typeof(x)
+  manual = getattr(aval, "manual_axis_type", None)
+  if manual is not None:
+    return frozenset(manual.varying)
+  return frozenset(getattr(aval, "vma", ()))
+
+
+def vary_like(tree, *inputs):
+  """Marks every array of `tree` as varying over the manual mesh axes that `inputs` vary
+  over (inside `jax.shard_map`): a scan carry built from replicated initial weights must
+  have the type of the per-shard state it becomes, or `lax.scan` refuses it. Outside
+  shard_map (no manual axes) it returns `tree` unchanged."""
+  if not (hasattr(jax, "typeof") and hasattr(jax.lax, "pcast")):  # no varying-axis types
+    return tree
+  axes = frozenset().union(*(_varying_axes(x) for x in jax.tree.leaves(inputs)))
+  if not axes:
+    return tree
+
+  def vary(a):
+    missing = tuple(sorted(axes - _varying_axes(a)))
+    return jax.lax.pcast(a, missing, to="varying") if missing else a
+
+  return jax.tree.map(vary, tree)
