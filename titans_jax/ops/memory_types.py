@@ -254,7 +254,7 @@ def is_static_position(position) -> bool:
 
 
 def _varying_axes(x) -> frozenset:
-  """The manual mesh axes x varies over (jax >= 0.9: manual_axis_type.varying; older: vma)."""
+  """The manual mesh axes x varies over (newer jax: manual_axis_type.varying; older: vma)."""
   aval = jax.typeof(x)
   manual = getattr(aval, "manual_axis_type", None)
   if manual is not None:
@@ -267,7 +267,13 @@ def vary_like(tree, *inputs):
   over (inside `jax.shard_map`): a scan carry built from replicated initial weights must
   have the type of the per-shard state it becomes, or `lax.scan` refuses it. Outside
   shard_map (no manual axes) it returns `tree` unchanged."""
-  if not (hasattr(jax, "typeof") and hasattr(jax.lax, "pcast")):  # no varying-axis types
+  if hasattr(jax.lax, "pcast"):
+    cast = lambda a, axes: jax.lax.pcast(a, axes, to="varying")
+  elif hasattr(jax.lax, "pvary"):  # the older name
+    cast = jax.lax.pvary
+  else:  # a jax without varying-axis types
+    return tree
+  if not hasattr(jax, "typeof"):
     return tree
   axes = frozenset().union(*(_varying_axes(x) for x in jax.tree.leaves(inputs)))
   if not axes:
@@ -275,6 +281,6 @@ def vary_like(tree, *inputs):
 
   def vary(a):
     missing = tuple(sorted(axes - _varying_axes(a)))
-    return jax.lax.pcast(a, missing, to="varying") if missing else a
+    return cast(a, missing) if missing else a
 
   return jax.tree.map(vary, tree)
