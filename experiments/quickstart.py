@@ -17,7 +17,7 @@ Measured (2 CPU cores, 1200 steps, ~8 minutes end to end; WORKSPACE.md has the t
 the MAG recalls 65-100% of passkeys exactly at the training length (256 tokens: every
 needle beyond its 32-token window), 67.5-80% at 4x and 30-62.5% at 16x the training
 length (five runs of equal math on builds and machines whose float rounding differs;
-91-100% of answer digits right); the SWA baseline stays at chance.
+85-100% of answer digits right); the SWA baseline stays at chance.
 
 Why these memory settings:
 - A linear memory (depth 1). With l2-normalised keys its inner loss has curvature
