@@ -1,6 +1,7 @@
 """Run as a subprocess with 2 CPU devices: the memory op and its reference inside
 `jax.shard_map` (batch rows split over a "data" axis, initial weights replicated), against
-the same calls on one device. Prints the largest differences as JSON.
+the same calls on one device. Prints, per op, the largest difference of the loss and
+every gradient relative to the largest magnitude among them, as JSON.
 
   python tests/ops/shard_map_probe.py
 """
@@ -23,7 +24,8 @@ CONFIG = MemoryConfig(depth=2, chunk_size=4, expansion=2.0)
 
 
 def loss(op, w0, q, k, v, gates):
-  """Sum of squared outputs of two chained calls (cut at 5: the state is carried)."""
+  """Squared outputs of two chained calls (cut at 5: the state is carried), plus the
+  squared final weights, summed."""
   state = init_memory_state(w0, q.shape[0])
   total = 0.0
   for start, stop in ((0, 5), (5, LENGTH)):
