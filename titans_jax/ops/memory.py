@@ -159,6 +159,9 @@ def _chunk_step(config, carry, chunk):
   (W, S, W_grad) that every document starts from."""
   activation = get_activation(config.activation)
   w_run, s_run, w_grad = carry[:3]
+  tracks_chunk_start = w_grad is not None
+  if not tracks_chunk_start:  # every chunk of the call starts fresh: W_grad is W_run there
+    w_grad = w_run
   q, k, v, gate_terms, completes = chunk
   # Gate-only terms, per chunk inside the scan: nothing of size chunks x b x b is kept
   # for the backward pass (remat recomputes them with the chunk).
@@ -185,9 +188,10 @@ def _chunk_step(config, carry, chunk):
     x = q
     for index in range(config.depth):
       # x W_i without W_i: decayed running weights + carried momentum + this chunk's updates.
+      # The update's sign rides on the b x b coefficients (their backward negates nothing big).
       z = (keep_from_start[:, None] * base_read(x, index, w_run, w_reset if resets else None)
            + carried_momentum[:, None] * base_read(x, index, s_run, s_reset if resets else None)
-           - (coeff * (x @ layer_inputs[index].T)) @ deltas[index])
+           + ((-coeff) * (x @ layer_inputs[index].T)) @ deltas[index])
       x = activation(z) if index < config.depth - 1 else z
     y = x + q if config.residual else x
   else:
@@ -201,17 +205,18 @@ def _chunk_step(config, carry, chunk):
     w_base, s_base = _pick(base_is_reset[-1], w_reset, w_run), _pick(base_is_reset[-1], s_reset, s_run)
     w_grad_last = _pick(grad_at_reset_weights[-1], w_reset,
                         _pick(base_is_reset[-1], w_grad_reset, w_grad))
-  last_coeff = coeff[-1][:, None]
-  last_momentum = last_momentum[:, None]
+  minus_last_coeff = -coeff[-1][:, None]
+  minus_last_momentum = -last_momentum[:, None]
   w_end, s_end = [], []
   for index in range(config.depth):
     h, delta = layer_inputs[index], deltas[index]
     w_end.append(keep_from_start[-1] * w_base[index] + carried_momentum[-1] * s_base[index]
-                 - h.T @ (last_coeff * delta))
-    s_end.append(momentum_from_start[-1] * s_base[index] - h.T @ (last_momentum * delta))
+                 + h.T @ (minus_last_coeff * delta))
+    s_end.append(momentum_from_start[-1] * s_base[index] + h.T @ (minus_last_momentum * delta))
   w_end, s_end = tuple(w_end), tuple(s_end)
   # The next chunk's gradients are taken where this chunk ends, once it is complete.
-  w_grad_next = jax.tree.map(lambda a, b: jnp.where(completes, a, b), w_end, w_grad_last)
+  w_grad_next = (jax.tree.map(lambda a, b: jnp.where(completes, a, b), w_end, w_grad_last)
+                 if tracks_chunk_start else None)
   return (w_end, s_end, w_grad_next) + tuple(carry[3:]), y
 
 
@@ -388,11 +393,17 @@ def _memory_apply_jit(config, chunk_offset, state, q, k, v, theta, eta, alpha, r
   chunk_start = tuple(w.astype(dtype) for w in state.chunk_start)
   # At a chunk boundary the gradients are taken at the running weights (spec loop).
   w_grad = jax.tree.map(lambda c, w: jnp.where(starts_mid_chunk, c, w), chunk_start, weights)
-  carry = (weights, momentum, w_grad)
+  # A call that starts on a chunk boundary and ends on one (statically) has W_grad = W_run at
+  # every chunk start (padding chunks change nothing): the carry drops it, saving a state-sized
+  # copy, save and select per chunk each way. Otherwise W_grad is carried.
+  fresh_chunks = static and offset == 0 and length % b == 0 and reset_to is None
+  carry = (weights, momentum, None if fresh_chunks else w_grad)
   if reset_to is not None:
     carry += (jax.tree.map(lambda a: a.astype(dtype), reset_to),)
   carry = vary_like(carry, chunks)  # under shard_map: the carry varies as the inputs do
   (w_end, s_end, w_grad_end), y = _scan_chunks(config, carry, chunks, group)
+  if w_grad_end is None:  # the call ends on a chunk boundary: the next chunk starts at W_end
+    w_grad_end = w_end
 
   # Stage 4: back to [B, H, T, d_out].
   y = jnp.moveaxis(y, 0, 2).reshape(y.shape[1:3] + (padded, y.shape[-1]))
