@@ -63,13 +63,15 @@ def segment_products(log_gate):
 # ----------------------------------------------------------------------------
 
 
-def _keys_forward_backward(w_grad, keys, values, activation, residual):
-  """Layer inputs h_{l-1} and backprop signals delta_l of l(W_grad; k_j, v_j) per token."""
+def _keys_forward_backward(w_grad, keys, values, activation, residual, first_z=None):
+  """Layer inputs h_{l-1} and backprop signals delta_l of l(W_grad; k_j, v_j) per token.
+
+  first_z: keys @ W_grad[0] when the caller has it already."""
   layer_inputs, derivatives = [], []
   h = keys
   for index, w in enumerate(w_grad):
     layer_inputs.append(h)
-    z = h @ w
+    z = first_z if index == 0 and first_z is not None else h @ w
     if index < len(w_grad) - 1:
       h, dh = value_and_derivative(activation, z)
       derivatives.append(dh)
@@ -168,9 +170,18 @@ def _chunk_step(config, carry, chunk):
   coefficients = _chunk_coefficients(*gate_terms)
   coeff, carried_momentum, keep_from_start, momentum_from_start, last_momentum = coefficients[:5]
   resets = len(coefficients) > 5
-  forward_backward = lambda w: _keys_forward_backward(w, k, v, activation, config.residual)
+  forward_backward = lambda w, first_z=None: _keys_forward_backward(
+      w, k, v, activation, config.residual, first_z)
 
-  layer_inputs, deltas = forward_backward(w_grad)
+  first_reads = None
+  if not tracks_chunk_start and not resets and config.retrieval == "token":
+    # Keys and queries meet the same first-layer weights here: one matmul of twice the rows
+    # (and one weight gradient in the backward pass instead of two summed).
+    keys_z, query_z = jnp.split(jnp.concatenate([k, q]) @ w_run[0], 2)
+    first_reads = query_z
+    layer_inputs, deltas = forward_backward(w_grad, keys_z)
+  else:
+    layer_inputs, deltas = forward_backward(w_grad)
   if resets:
     w_reset, s_reset, w_grad_reset = carry[3]
     base_is_reset, grad_at_reset_weights = coefficients[5:]
@@ -181,6 +192,8 @@ def _chunk_step(config, carry, chunk):
       deltas = [_select(flags, a, b) for a, b in zip(deltas_c, deltas)]
 
   def base_read(x, index, weights, reset_weights):
+    if index == 0 and first_reads is not None and weights is w_run:
+      return first_reads
     out = x @ weights[index]
     return _select(base_is_reset, x @ reset_weights[index], out) if resets else out
 
