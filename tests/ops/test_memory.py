@@ -62,6 +62,10 @@ RANDOM_CASES = [
                   forgetting=False), 17, 4, 4, [8]),
     (MemoryConfig(depth=2, chunk_size=8, remat_chunks=3), 60, 4, 4, [13]),
     (MemoryConfig(depth=2, chunk_size=33, activation="identity"), 35, 4, 2, [34]),
+    # Whole chunks, cut on chunk boundaries: the path that carries no separate W_grad
+    # (and reads q and k through the first layer in one matmul); with remat padding chunks.
+    (MemoryConfig(depth=2, chunk_size=4), 24, 4, 4, [8]),
+    (MemoryConfig(depth=3, chunk_size=5, remat_chunks=2, residual=True), 15, 4, 4, [10]),
 ]
 
 
@@ -144,7 +148,8 @@ def test_causal(retrieval):
 @pytest.mark.parametrize("config", [
     MemoryConfig(depth=2, chunk_size=3),
     MemoryConfig(depth=1, chunk_size=2, retrieval="chunk", gate_mode="chunk", remat_chunks=1),
-], ids=["mlp2_token", "linear_chunk"])
+    MemoryConfig(depth=2, chunk_size=7),  # the 7 tokens are one whole chunk
+], ids=["mlp2_token", "linear_chunk", "mlp2_token_whole_chunk"])
 def test_check_grads_into_every_input(config):
   """Second-order: the outer loss backpropagates through the inner gradients."""
   with jax.enable_x64(True):
@@ -159,14 +164,17 @@ def test_check_grads_into_every_input(config):
     check_grads(loss, (weights,) + inputs, order=1, modes=["rev"], atol=1e-5, rtol=1e-5)
 
 
-def test_gradients_match_reference_with_split():
-  config = MemoryConfig(depth=2, chunk_size=4, remat_chunks=2)
+@pytest.mark.parametrize("config, length, split", [
+    (MemoryConfig(depth=2, chunk_size=4, remat_chunks=2), 11, 6),
+    (MemoryConfig(depth=2, chunk_size=4, remat_chunks=2), 12, 8),  # whole chunks only
+], ids=["mid_chunk", "whole_chunks"])
+def test_gradients_match_reference_with_split(config, length, split):
   with jax.enable_x64(True):
-    weights, inputs = make_inputs(9, config, batch=1, heads=1, length=11)
+    weights, inputs = make_inputs(9, config, batch=1, heads=1, length=length)
 
     def loss(op, weights, inputs):
       state = init_memory_state(weights, batch_size=1)
-      y, state = run_split(op, config, state, inputs, [6])
+      y, state = run_split(op, config, state, inputs, [split])
       return jnp.sum(jnp.sin(y)) + jnp.sum(state.momentum[1])
 
     g_fast = jax.grad(lambda w, x: loss(memory_apply, w, x), argnums=(0, 1))(weights, inputs)

@@ -177,8 +177,7 @@ def _chunk_step(config, carry, chunk):
   if not tracks_chunk_start and not resets and config.retrieval == "token":
     # Keys and queries meet the same first-layer weights here: one matmul of twice the rows
     # (and one weight gradient in the backward pass instead of two summed).
-    keys_z, query_z = jnp.split(jnp.concatenate([k, q]) @ w_run[0], 2)
-    first_reads = query_z
+    keys_z, first_reads = jnp.split(jnp.concatenate([k, q]) @ w_run[0], 2)  # q W_run[0]
     layer_inputs, deltas = forward_backward(w_grad, keys_z)
   else:
     layer_inputs, deltas = forward_backward(w_grad)
@@ -192,8 +191,6 @@ def _chunk_step(config, carry, chunk):
       deltas = [_select(flags, a, b) for a, b in zip(deltas_c, deltas)]
 
   def base_read(x, index, weights, reset_weights):
-    if index == 0 and first_reads is not None and weights is w_run:
-      return first_reads
     out = x @ weights[index]
     return _select(base_is_reset, x @ reset_weights[index], out) if resets else out
 
@@ -202,7 +199,9 @@ def _chunk_step(config, carry, chunk):
     for index in range(config.depth):
       # x W_i without W_i: decayed running weights + carried momentum + this chunk's updates.
       # The update's sign rides on the b x b coefficients (their backward negates nothing big).
-      z = (keep_from_start[:, None] * base_read(x, index, w_run, w_reset if resets else None)
+      x_w_run = (first_reads if index == 0 and first_reads is not None
+                 else base_read(x, index, w_run, w_reset if resets else None))
+      z = (keep_from_start[:, None] * x_w_run
            + carried_momentum[:, None] * base_read(x, index, s_run, s_reset if resets else None)
            + ((-coeff) * (x @ layer_inputs[index].T)) @ deltas[index])
       x = activation(z) if index < config.depth - 1 else z
