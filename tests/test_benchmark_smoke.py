@@ -1,5 +1,5 @@
-"""The memory benchmark script runs end to end (tiny lengths, our op only), on one
-device and with the batch split over 2 CPU devices."""
+"""The benchmark scripts run end to end (tiny lengths, our op only): the memory benchmark
+on one device and with the batch split over 2 CPU devices, and the paired op A/B."""
 
 import json
 import os
@@ -25,3 +25,18 @@ def test_memory_benchmark_quick(tmp_path):
   assert "| titans_jax | token | 128 |" in table and "| titans_jax | token, 2 dev | 128 |" in table
   assert any(line.startswith("FAIL: [2 CPU devices]") or line.startswith("PASS: [2 CPU devices]")
              for line in result["targets"])
+
+
+def test_op_ab_against_itself(tmp_path):
+  """The paired A/B script runs both sides at once and reports a ratio per round."""
+  done = subprocess.run(
+      [sys.executable, "benchmarks/op_ab.py", f"--baseline={ROOT}", "--length=128",
+       "--rounds=1", "--steps=1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "round 1: baseline" in done.stdout and "median ratio" in done.stdout
+
+
+def test_op_ab_names_a_bad_baseline(tmp_path):
+  done = subprocess.run([sys.executable, "benchmarks/op_ab.py", f"--baseline={tmp_path}"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=60)
+  assert done.returncode != 0 and "no titans_jax/ops/memory.py there" in done.stderr
