@@ -33,9 +33,15 @@ def run_worker(arguments: list[str], *, timeout: float, memory_cap_gb: float,
       error = f"timeout (> {timeout:g} s)"
     time.sleep(0.05)
   stdout, stderr = child.communicate()
-  lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
-  if error is None and not lines:
+  result = parse_result(stdout)
+  if error is None and result is None:
     tail = stderr.strip().splitlines()[-1:] or ["no output"]
     error = "OOM" if "MemoryError" in stderr or child.returncode == -9 else f"failed: {tail[0][:160]}"
-  result = json.loads(lines[0][7:]) if error is None else {}
+  result = result if error is None else {}
   return {**result, "peak_rss_gb": peak / 2**30, "error": error}
+
+
+def parse_result(stdout: str) -> dict | None:
+  """The worker's `RESULT {json}` line, or None when it printed none."""
+  lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+  return json.loads(lines[0][7:]) if lines else None

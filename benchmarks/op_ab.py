@@ -17,7 +17,6 @@ this checkout's, so both measure the same thing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -25,6 +24,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from _measure import parse_result  # noqa: E402  (the benchmarks' RESULT-line protocol)
 
 
 def _start(checkout: str, core: int, args) -> subprocess.Popen:
@@ -38,11 +39,11 @@ def _start(checkout: str, core: int, args) -> subprocess.Popen:
 
 def _seconds(child: subprocess.Popen, name: str) -> float:
   stdout, stderr = child.communicate()
-  lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
-  if child.returncode or not lines:
+  result = parse_result(stdout)
+  if child.returncode or result is None:
     tail = (stderr.strip().splitlines() or ["no output"])[-1]
     raise SystemExit(f"{name} failed (exit {child.returncode}): {tail}")
-  return json.loads(lines[0][7:])["seconds"]
+  return result["seconds"]
 
 
 def main() -> None:
