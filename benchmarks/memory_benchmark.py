@@ -91,6 +91,7 @@ def worker_jax(length: int, retrieval: str, steps: int, op_only: bool = False,
   import jax.numpy as jnp
 
   from titans_jax.ops import MemoryConfig, init_memory_state, init_memory_weights, memory_apply
+  from titans_jax.ops.dense import dense  # as the models' projections (layers.dense)
 
   config = MemoryConfig(depth=2, expansion=EXPANSION, chunk_size=CHUNK, retrieval=retrieval)
   keys = jax.random.split(jax.random.key(0), 8)
@@ -120,8 +121,8 @@ def worker_jax(length: int, retrieval: str, steps: int, op_only: bool = False,
     return t.reshape(BATCH, length, HEADS, -1).transpose(0, 2, 1, 3)
 
   if op_only:  # the memory op alone: fixed q / k / v / gates, gradients into all of them
-    q, k, v = jnp.split(jax.nn.silu(x @ params["qkv"]), 3, axis=-1)
-    gates = jax.nn.sigmoid(x @ params["gates"] + params["gate_bias"])
+    q, k, v = jnp.split(jax.nn.silu(dense(x, params["qkv"])), 3, axis=-1)
+    gates = jax.nn.sigmoid(dense(x, params["gates"], params["gate_bias"]))
     inputs = (heads_first(q), heads_first(k), heads_first(v),
               gates.reshape(BATCH, length, HEADS, 3).transpose(3, 0, 2, 1))
 
@@ -138,16 +139,16 @@ def worker_jax(length: int, retrieval: str, steps: int, op_only: bool = False,
     return {"seconds": seconds, "warmup_seconds": warmup}
 
   def loss(params, x):
-    q, k, v = jnp.split(jax.nn.silu(x @ params["qkv"]), 3, axis=-1)
+    q, k, v = jnp.split(jax.nn.silu(dense(x, params["qkv"])), 3, axis=-1)
     q, k, v = heads_first(q), heads_first(k), heads_first(v)
     q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
     k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
-    gates = jax.nn.sigmoid(x @ params["gates"] + params["gate_bias"])
+    gates = jax.nn.sigmoid(dense(x, params["gates"], params["gate_bias"]))
     gates = gates.reshape(BATCH, length, HEADS, 3).transpose(3, 0, 2, 1)  # [3, B, H, T]
     theta, eta, alpha = 0.1 * gates[0], gates[1], gates[2]
     state = init_memory_state(params["w0"], BATCH)
     y, _ = memory_apply(config, state, q, k, v, theta, eta, alpha)
-    out = y.transpose(0, 2, 1, 3).reshape(BATCH, length, -1) @ params["out"]
+    out = dense(y.transpose(0, 2, 1, 3).reshape(BATCH, length, -1), params["out"])
     return jnp.mean(out ** 2)
 
   step = jax.jit(jax.value_and_grad(loss))

@@ -2,6 +2,7 @@
 
   python benchmarks/op_ab.py --baseline=/path/to/other/checkout            # 2K, token, 4 rounds
   python benchmarks/op_ab.py --baseline=../old --length=8192 --mode=chunk --rounds=6
+  python benchmarks/op_ab.py --baseline=../old --layer --length=8192   # projections + op
 
 On a machine whose cores are shared (here ~33% steal), one step of the op moves 20-30%
 between runs, more than most single changes gain. So both versions run together: each
@@ -11,7 +12,9 @@ pinned to different cores, and swaps the cores every round. A slow spell falls o
 the per-round ratio (this / baseline, lower is faster) is what is reported, with its median.
 
 Each side imports `titans_jax` from its own checkout (PYTHONPATH); the worker script is
-this checkout's, so both measure the same thing.
+this checkout's, so both measure the same thing. `--layer` times the benchmark's whole
+memory layer (projections + op, one device) instead; the layer is written in the worker
+script, so there each side runs its own checkout's `benchmarks/memory_benchmark.py`.
 """
 
 from __future__ import annotations
@@ -30,9 +33,13 @@ from _measure import parse_result  # noqa: E402  (the benchmarks' RESULT-line pr
 
 def _start(checkout: str, core: int, args) -> subprocess.Popen:
   env = dict(os.environ, PYTHONPATH=checkout, PYTHONUNBUFFERED="1")
-  command = [sys.executable, os.path.join(HERE, "memory_benchmark.py"), "--worker=jax",
-             "--op_only", f"--length={args.length}", f"--mode={args.mode}",
-             f"--steps={args.steps}"]
+  # The op alone: this checkout's worker for both sides. The layer (--layer) is defined in
+  # the worker script itself, so there each side runs its own checkout's.
+  script_dir = os.path.join(checkout, "benchmarks") if args.layer else HERE
+  command = [sys.executable, os.path.join(script_dir, "memory_benchmark.py"), "--worker=jax",
+             f"--length={args.length}", f"--mode={args.mode}", f"--steps={args.steps}"]
+  if not args.layer:
+    command.append("--op_only")
   return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, preexec_fn=lambda: os.sched_setaffinity(0, {core}))
 
@@ -54,6 +61,8 @@ def main() -> None:
   parser.add_argument("--mode", default="token", choices=["token", "chunk"])
   parser.add_argument("--steps", type=int, default=5, help="timed steps per run (median)")
   parser.add_argument("--rounds", type=int, default=4)
+  parser.add_argument("--layer", action="store_true",
+                      help="time the whole memory layer (projections + op) instead of the op alone")
   args = parser.parse_args()
   baseline = os.path.abspath(args.baseline)
   if not os.path.isfile(os.path.join(baseline, "titans_jax", "ops", "memory.py")):
@@ -64,7 +73,8 @@ def main() -> None:
   cores = sorted(os.sched_getaffinity(0))
   if len(cores) < 2:
     raise SystemExit(f"op_ab.py needs 2 cores to run both sides at once; this process has {cores}")
-  print(f"op step (forward + backward), {args.length} tokens, {args.mode} retrieval; "
+  what = "memory-layer step" if args.layer else "op step"
+  print(f"{what} (forward + backward), {args.length} tokens, {args.mode} retrieval; "
         f"baseline {baseline} vs this checkout {ROOT}", flush=True)
   ratios = []
   for round_index in range(args.rounds):

@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end (tiny lengths, our op only): the memory benchmark
-on one device and with the batch split over 2 CPU devices, and the paired op A/B."""
+on one device and with the batch split over 2 CPU devices, the paired op / layer A/B, and
+the dense-projection A/B."""
 
 import json
 import os
@@ -29,11 +30,24 @@ def test_memory_benchmark_quick(tmp_path):
 
 def test_op_ab_against_itself(tmp_path):
   """The paired A/B script runs both sides at once and reports a ratio per round."""
+  for extra in ([], ["--layer"]):
+    done = subprocess.run(
+        [sys.executable, "benchmarks/op_ab.py", f"--baseline={ROOT}", "--length=128",
+         "--rounds=1", "--steps=1"] + extra, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "round 1: baseline" in done.stdout and "median ratio" in done.stdout
+    assert ("memory-layer step" in done.stdout) == bool(extra)
+
+
+def test_dense_ab_quick():
   done = subprocess.run(
-      [sys.executable, "benchmarks/op_ab.py", f"--baseline={ROOT}", "--length=128",
-       "--rounds=1", "--steps=1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+      [sys.executable, "benchmarks/dense_ab.py", "--tokens=64", "--d_in=16", "--d_out=24",
+       "--heads=2", "--rounds=2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
-  assert "round 1: baseline" in done.stdout and "median ratio" in done.stdout
+  assert "round 2: plain" in done.stdout and "median ratio (2-D / plain)" in done.stdout
+  bad = subprocess.run([sys.executable, "benchmarks/dense_ab.py", "--d_out=10", "--heads=4"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+  assert bad.returncode != 0 and "--d_out=10 must split" in bad.stderr
 
 
 def test_op_ab_names_a_bad_baseline(tmp_path):

@@ -14,6 +14,7 @@ from flax.core import spmd
 from jax.sharding import PartitionSpec
 
 from titans_jax.models.config import ModelConfig
+from titans_jax.ops.dense import dot_general_2d
 
 
 def dtypes(config: ModelConfig):
@@ -30,8 +31,9 @@ def dense(config: ModelConfig, d_in: int, d_out: int, names, rngs, *, std: float
           bias: bool = False, bias_init: float = 0.0) -> nnx.Linear:
   compute, params = dtypes(config)
   init = nnx.initializers.normal(config.init_std if std is None else std)
+  # dot_general_2d: [B, T, d_in] inputs as one 2-D matmul (a faster weight gradient on CPU).
   return nnx.Linear(d_in, d_out, use_bias=bias, dtype=compute, param_dtype=params, rngs=rngs,
-                    kernel_init=partitioned(init, names),
+                    dot_general=dot_general_2d, kernel_init=partitioned(init, names),
                     bias_init=partitioned(nnx.initializers.constant(bias_init), names[1:]))
 
 

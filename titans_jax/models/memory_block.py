@@ -19,6 +19,7 @@ from titans_jax import ops
 from titans_jax.models import layers
 from titans_jax.models.config import ModelConfig
 from titans_jax.ops.conv import causal_depthwise_conv, conv_initial_state
+from titans_jax.ops.dense import dense
 
 
 def l2_normalize(x, eps: float = 1e-6):
@@ -109,7 +110,7 @@ class MemoryBlock(nnx.Module):
     """The q path alone (MAC's read h = M*(q), Eq. 21): [B, H, T, d] and the conv state."""
     c = self.config
     w = self.qkv.kernel[...][:, :c.width].astype(x.dtype)
-    projected = x @ w
+    projected = dense(x, w)
     if c.use_conv:
       projected, conv_state = causal_depthwise_conv(
           projected, self.conv[...][:, :c.width], conv_state,
