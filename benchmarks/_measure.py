@@ -45,3 +45,11 @@ def parse_result(stdout: str) -> dict | None:
   """The worker's `RESULT {json}` line, or None when it printed none."""
   lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
   return json.loads(lines[0][7:]) if lines else None
+
+
+def ratio_summary(ratios: list[float], label: str) -> str:
+  """The closing line of a paired A/B: the median of the per-round ratios and their range."""
+  import statistics
+
+  return (f"median ratio ({label}) over {len(ratios)} rounds: {statistics.median(ratios):.3f}  "
+          f"(range {min(ratios):.3f}-{max(ratios):.3f})")

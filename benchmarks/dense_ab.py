@@ -13,8 +13,12 @@ its median are printed.
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
+import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _measure import ratio_summary  # noqa: E402  (the benchmarks' shared helpers)
 
 
 def main() -> None:
@@ -70,8 +74,7 @@ def main() -> None:
     ratios.append(times["2-D"] / times["plain"])
     print(f"round {index + 1}: plain {1e3 * times['plain']:.1f} ms, 2-D {1e3 * times['2-D']:.1f} ms, "
           f"ratio {ratios[-1]:.3f}", flush=True)
-  print(f"median ratio (2-D / plain) over {args.rounds} rounds: {statistics.median(ratios):.3f}  "
-        f"(range {min(ratios):.3f}-{max(ratios):.3f})")
+  print(ratio_summary(ratios, "2-D / plain"))
 
 
 if __name__ == "__main__":

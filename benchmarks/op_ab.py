@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from _measure import parse_result  # noqa: E402  (the benchmarks' RESULT-line protocol)
+from _measure import parse_result, ratio_summary  # noqa: E402  (the benchmarks' shared helpers)
 
 
 def _start(checkout: str, core: int, args) -> subprocess.Popen:
@@ -84,8 +83,7 @@ def main() -> None:
     ratios.append(new / old)
     print(f"round {round_index + 1}: baseline {old:.3f} s, this checkout {new:.3f} s, "
           f"ratio {new / old:.3f}", flush=True)
-  print(f"median ratio (this / baseline) over {args.rounds} rounds: "
-        f"{statistics.median(ratios):.3f}  (range {min(ratios):.3f}-{max(ratios):.3f})")
+  print(ratio_summary(ratios, "this / baseline"))
 
 
 if __name__ == "__main__":
