@@ -100,7 +100,8 @@ def worker_jax(length: int, retrieval: str, steps: int, op_only: bool = False,
   params = {
       "qkv": scale * jax.random.normal(keys[0], (D_MODEL, 3 * inner)),
       "gates": scale * jax.random.normal(keys[1], (D_MODEL, 3 * HEADS)),
-      "gate_bias": jnp.tile(jnp.array([-2.0, 2.0, -4.0]), HEADS),  # small theta and alpha, eta ~ 0.9
+      # The models' initial gates (ModelConfig.*_bias_init): theta ~ 0.12, eta ~ 0.5, alpha ~ 0.02.
+      "gate_bias": jnp.tile(jnp.array([-2.0, 0.0, -4.0]), HEADS),
       "out": inner ** -0.5 * jax.random.normal(keys[2], (inner, D_MODEL)),
       "w0": init_memory_weights(keys[3], num_heads=HEADS, d_in=HEAD_DIM, d_out=HEAD_DIM,
                                 config=config),
@@ -120,23 +121,27 @@ def worker_jax(length: int, retrieval: str, steps: int, op_only: bool = False,
   def heads_first(t):  # [B, T, H*d] -> [B, H, T, d]
     return t.reshape(BATCH, length, HEADS, -1).transpose(0, 2, 1, 3)
 
+  def memory_gates(gates):
+    """(theta, eta, alpha) [B, H, T] as the models make them (MemoryBlock.memory_inputs):
+    theta scaled by 1 / chunk and by (1 - eta), so the memory stays finite at any length."""
+    theta, eta, alpha = gates.reshape(BATCH, length, HEADS, 3).transpose(3, 0, 2, 1)
+    return theta * (1.0 - eta) / CHUNK, eta, alpha
+
   if op_only:  # the memory op alone: fixed q / k / v / gates, gradients into all of them
     q, k, v = jnp.split(jax.nn.silu(dense(x, params["qkv"])), 3, axis=-1)
     gates = jax.nn.sigmoid(dense(x, params["gates"], params["gate_bias"]))
-    inputs = (heads_first(q), heads_first(k), heads_first(v),
-              gates.reshape(BATCH, length, HEADS, 3).transpose(3, 0, 2, 1))
+    inputs = (heads_first(q), heads_first(k), heads_first(v), jnp.stack(memory_gates(gates)))
 
     def op_loss(w0, q, k, v, gates):
       q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
       k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
-      y, _ = memory_apply(config, init_memory_state(w0, BATCH), q, k, v, 0.1 * gates[0],
-                          gates[1], gates[2])
+      y, _ = memory_apply(config, init_memory_state(w0, BATCH), q, k, v, *gates)
       return jnp.mean(y ** 2)
 
     step = jax.jit(jax.value_and_grad(op_loss, argnums=(0, 1, 2, 3, 4)))
     seconds, warmup = _time_steps(lambda: jax.block_until_ready(step(params["w0"], *inputs)),
                                   steps)
-    return {"seconds": seconds, "warmup_seconds": warmup}
+    return _checked({"seconds": seconds, "warmup_seconds": warmup}, step(params["w0"], *inputs))
 
   def loss(params, x):
     q, k, v = jnp.split(jax.nn.silu(dense(x, params["qkv"])), 3, axis=-1)
@@ -144,8 +149,7 @@ def worker_jax(length: int, retrieval: str, steps: int, op_only: bool = False,
     q = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
     k = k / jnp.linalg.norm(k, axis=-1, keepdims=True)
     gates = jax.nn.sigmoid(dense(x, params["gates"], params["gate_bias"]))
-    gates = gates.reshape(BATCH, length, HEADS, 3).transpose(3, 0, 2, 1)  # [3, B, H, T]
-    theta, eta, alpha = 0.1 * gates[0], gates[1], gates[2]
+    theta, eta, alpha = memory_gates(gates)
     state = init_memory_state(params["w0"], BATCH)
     y, _ = memory_apply(config, state, q, k, v, theta, eta, alpha)
     out = dense(y.transpose(0, 2, 1, 3).reshape(BATCH, length, -1), params["out"])
@@ -153,7 +157,18 @@ def worker_jax(length: int, retrieval: str, steps: int, op_only: bool = False,
 
   step = jax.jit(jax.value_and_grad(loss))
   seconds, warmup = _time_steps(lambda: jax.block_until_ready(step(params, x)), steps)
-  return {"seconds": seconds, "warmup_seconds": warmup}
+  return _checked({"seconds": seconds, "warmup_seconds": warmup}, step(params, x))
+
+
+def _checked(result: dict, value_and_grads) -> dict:
+  """The timed step's loss and gradients must be finite: a diverged memory (inf / NaN)
+  is not a measurement of the layer."""
+  import jax
+  import numpy as np
+
+  if not all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(value_and_grads)):
+    raise FloatingPointError("the timed step's loss or gradients are not finite")
+  return result
 
 
 def worker_torch(length: int, variant: str, steps: int) -> dict:
@@ -173,9 +188,15 @@ def worker_torch(length: int, variant: str, steps: int) -> dict:
   def run_step():
     memory.zero_grad(set_to_none=True)
     retrieved, _ = memory(x)
-    retrieved.pow(2).mean().backward()
+    loss = retrieved.pow(2).mean()
+    loss.backward()
+    return loss
 
   seconds, warmup = _time_steps(run_step, steps)
+  loss = run_step()
+  if not (torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in memory.parameters()
+                                       if p.grad is not None)):
+    raise FloatingPointError("the timed step's loss or gradients are not finite")
   return {"seconds": seconds, "warmup_seconds": warmup}
 
 
