@@ -13,10 +13,15 @@ import time
 
 def run_worker(arguments: list[str], *, timeout: float, memory_cap_gb: float,
                env: dict | None = None) -> dict:
-  """python <arguments...> as a child; returns its RESULT dict plus peak_rss_gb and error."""
+  """python <arguments...> as a child; returns its RESULT dict plus peak_rss_gb and error.
+
+  Every child, ours or a peer's, starts with the same allocator environment: huge pages
+  for malloc where available (`titans_jax.host_malloc`; TITANS_HUGE_PAGES=0: off)."""
   import psutil
 
-  env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
+  from titans_jax import host_malloc
+
+  env = dict(host_malloc.environment(env), PYTHONUNBUFFERED="1")
   child = subprocess.Popen([sys.executable] + arguments, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True, env=env)
   process, peak, error, start = psutil.Process(child.pid), 0, None, time.time()

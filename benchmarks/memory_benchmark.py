@@ -376,11 +376,20 @@ def _derive(row, rows, peak_flops) -> None:
         BATCH * peer["length"] / peer["seconds"])
 
 
+def _allocator() -> str:
+  """The allocator environment run_worker gives every worker (titans_jax.host_malloc)."""
+  from titans_jax import host_malloc
+
+  tunables = host_malloc.environment().get("GLIBC_TUNABLES", "")
+  return f"GLIBC_TUNABLES={tunables}" if tunables else "the C library's default"
+
+
 def _markdown(rows, peak_flops) -> str:
   lines = [f"float32 matmul peak measured: {peak_flops / 1e9:.1f} GFLOP/s; batch {BATCH}, "
            f"dim {D_MODEL}, {HEADS} heads x {HEAD_DIM}, depth-2 memory (hidden "
            f"{EXPANSION * HEAD_DIM}), chunk {CHUNK}, float32, forward + backward; "
-           "'N dev': the same step on N CPU devices, batch rows split over them",
+           "'N dev': the same step on N CPU devices, batch rows split over them; every worker's "
+           f"malloc: {_allocator()}",
            "",
            "| impl | variant | tokens | tokens/s | peak RSS GB | GFLOP/s | % of peak | x peer default |",
            "|---|---|---|---|---|---|---|---|"]

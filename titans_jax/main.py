@@ -73,6 +73,10 @@ def _report(config, result):
 
 
 def run():
+  # Huge pages for XLA:CPU's per-step buffers (glibc reads them only at start: a re-exec).
+  from titans_jax import host_malloc
+
+  host_malloc.reexec_with_huge_pages()
   app.run(main)
 
 
