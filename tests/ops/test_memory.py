@@ -253,8 +253,9 @@ def _backward_temp_bytes(config, length):
 
 def test_remat_bounds_backward_memory():
   """Without remat the backward pass keeps every chunk's activations and states; by
-  default it keeps only the states (W, S, W_grad) entering each chunk and recomputes the
-  chunk; grouped, it keeps ~2 sqrt(n) states.
+  default it keeps the states (W, S, W_grad) entering each chunk and the chunk's matmul
+  results named in SAVED_FOR_BACKWARD, recomputing the rest; grouped, it keeps ~2 sqrt(n)
+  states.
 
   The per-token tensors grow with T either way, so the part due to the state is
   isolated by growing the memory's hidden width at a fixed length.
@@ -271,7 +272,7 @@ def test_remat_bounds_backward_memory():
     total[remat] = small
   # Bytes of backward memory per byte of parameters: more than the states per chunk off...
   assert state_growth[0] > 4 * num_chunks, state_growth
-  # ... the three states per chunk by default, nothing of the chunk's activations ...
+  # ... the three states per chunk and the saved matmul results by default ...
   assert 2 * num_chunks < state_growth[None] < 4 * num_chunks, state_growth
   assert total[None] < 0.5 * total[0], total
   # ... and about 2 sqrt(n) = 23 states of n = 128 when grouped.
@@ -281,12 +282,12 @@ def test_remat_bounds_backward_memory():
 def test_auto_remat_groups_chunks_only_past_its_memory_budget():
   config = MemoryConfig(depth=2, chunk_size=64)
   budget = memory_module.AUTO_GROUP_BYTES
-  assert memory_module.remat_group_size(config, 128, state_bytes=budget // 128) == 0
-  assert memory_module.remat_group_size(config, 128, state_bytes=budget // 64) in (8, 16)  # ~ sqrt(128)
-  assert memory_module.remat_group_size(config, 127, state_bytes=budget) == 12  # prime: pad
+  assert memory_module.remat_group_size(config, 128, chunk_bytes=budget // 128) == 0
+  assert memory_module.remat_group_size(config, 128, chunk_bytes=budget // 64) in (8, 16)  # ~ sqrt(128)
+  assert memory_module.remat_group_size(config, 127, chunk_bytes=budget) == 12  # prime: pad
   assert memory_module.remat_group_size(dataclasses.replace(config, remat_chunks=5), 128) == 5
   assert memory_module.remat_group_size(dataclasses.replace(config, remat_chunks=0), 128,
-                                        state_bytes=budget) == 0
+                                        chunk_bytes=budget) == 0
 
 
 # --------------------------------------------------------------------------- bad input

@@ -15,6 +15,9 @@ b x b matmul per layer (the dual form of TTT). Only the chunk-to-chunk step is
 non-linear; it runs as `lax.scan`, in rematerialised groups of chunks.
 
 Stages: validate -> pad to whole chunks -> gate products -> scan over chunks -> unpad.
+
+For the backward pass each chunk keeps its entering state and the matmul results named
+in SAVED_FOR_BACKWARD (`_saved`); the rest of the chunk (elementwise) is recomputed.
 """
 
 from __future__ import annotations
@@ -24,10 +27,36 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from titans_jax.ops.activations import get_activation, value_and_derivative
 from titans_jax.ops.memory_types import (MemoryConfig, MemoryState, is_static_position,
                                          state_dtype, validate_inputs, validate_resets, vary_like)
+
+# ----------------------------------------------------------------------------
+# What the backward pass keeps of a chunk
+# ----------------------------------------------------------------------------
+
+# Matmul results a chunk's backward pass reads (names of `_saved`): the keys' hidden
+# pre-activations and backprop signals, the reads of the running weights and momentum,
+# the queries' hidden pre-activations, the x h^T products and the gate coefficients.
+# Recomputing them was ~25% of the step's matmul work; keeping them costs ~0.4 MB per
+# (row, head) and chunk of 64 for the benchmark's memory (`residual_bytes_per_chunk`).
+SAVED_FOR_BACKWARD = ("keys_z", "keys_delta", "reads_w", "reads_s", "reads_z", "reads_xh",
+                      "coefficients")
+
+
+def _saved(x, name):
+  """Marks x as kept for the backward pass (see SAVED_FOR_BACKWARD)."""
+  return checkpoint_name(x, f"titans_memory.{name}")
+
+
+def residual_bytes_per_chunk(config: MemoryConfig, dims, itemsize: int) -> int:
+  """Bytes of SAVED_FOR_BACKWARD per (row, head) and chunk, token retrieval (the larger)."""
+  b, hidden, outs = config.chunk_size, dims[1:-1], dims[1:]
+  floats = b * (2 * sum(hidden) + 3 * sum(outs)) + (config.depth + 1) * b * b + 4 * b
+  return floats * itemsize
+
 
 # ----------------------------------------------------------------------------
 # Gate products in log space
@@ -73,15 +102,15 @@ def _keys_forward_backward(w_grad, keys, values, activation, residual, first_z=N
     layer_inputs.append(h)
     z = first_z if index == 0 and first_z is not None else h @ w
     if index < len(w_grad) - 1:
-      h, dh = value_and_derivative(activation, z)
+      h, dh = value_and_derivative(activation, _saved(z, "keys_z"))
       derivatives.append(dh)
     else:
       h = z
   output = h + keys if residual else h
-  delta = 2.0 * (output - values)  # d/d out of ||out - v||^2 (Eq. 12, no 1/2)
+  delta = _saved(2.0 * (output - values), "keys_delta")  # d/d out of ||out - v||^2 (Eq. 12)
   deltas = [delta]
   for index in range(len(w_grad) - 1, 0, -1):
-    delta = (delta @ w_grad[index].T) * derivatives[index - 1]
+    delta = _saved((delta @ w_grad[index].T) * derivatives[index - 1], "keys_delta")
     deltas.append(delta)
   return layer_inputs, deltas[::-1]
 
@@ -167,7 +196,7 @@ def _chunk_step(config, carry, chunk):
   q, k, v, gate_terms, completes = chunk
   # Gate-only terms, per chunk inside the scan: nothing of size chunks x b x b is kept
   # for the backward pass (remat recomputes them with the chunk).
-  coefficients = _chunk_coefficients(*gate_terms)
+  coefficients = jax.tree.map(lambda c: _saved(c, "coefficients"), _chunk_coefficients(*gate_terms))
   coeff, carried_momentum, keep_from_start, momentum_from_start, last_momentum = coefficients[:5]
   resets = len(coefficients) > 5
   forward_backward = lambda w, first_z=None: _keys_forward_backward(
@@ -201,10 +230,12 @@ def _chunk_step(config, carry, chunk):
       # The update's sign rides on the b x b coefficients (their backward negates nothing big).
       x_w_run = (first_reads if index == 0 and first_reads is not None
                  else base_read(x, index, w_run, w_reset if resets else None))
-      z = (keep_from_start[:, None] * x_w_run
-           + carried_momentum[:, None] * base_read(x, index, s_run, s_reset if resets else None)
-           + ((-coeff) * (x @ layer_inputs[index].T)) @ deltas[index])
-      x = activation(z) if index < config.depth - 1 else z
+      x_s_run = base_read(x, index, s_run, s_reset if resets else None)
+      x_h = _saved(x @ layer_inputs[index].T, "reads_xh")
+      z = (keep_from_start[:, None] * _saved(x_w_run, "reads_w")
+           + carried_momentum[:, None] * _saved(x_s_run, "reads_s")
+           + ((-coeff) * x_h) @ deltas[index])
+      x = activation(_saved(z, "reads_z")) if index < config.depth - 1 else z
     y = x + q if config.residual else x
   else:
     y = _mlp_forward(w_grad, q, activation, config.residual)
@@ -237,22 +268,25 @@ def _chunk_step(config, carry, chunk):
 # ----------------------------------------------------------------------------
 
 
-# Saving every chunk's (W, S, W_grad) for the backward pass is the fastest schedule; past
-# this many bytes of saved states the chunks are grouped and only each group's is kept.
-AUTO_GROUP_BYTES = 1 << 30
+# Saving every chunk's (W, S, W_grad) and SAVED_FOR_BACKWARD is the fastest schedule; past
+# this many bytes per call the chunks are grouped and only each group's entering state is
+# kept (the backward pass then runs each group's forward again). 2 GiB: the benchmark
+# layer's 8K tokens (batch 4, 4 heads) fit (1.6 GB), 32K is grouped.
+AUTO_GROUP_BYTES = 2 << 30
 
 
-def remat_group_size(config: MemoryConfig, num_chunks: int, state_bytes: int = 0) -> int:
+def remat_group_size(config: MemoryConfig, num_chunks: int, chunk_bytes: int = 0) -> int:
   """Chunks per checkpointed group (0: no groups).
 
-  Auto (remat_chunks None): no groups while num_chunks saved states (state_bytes each)
-  fit in AUTO_GROUP_BYTES; past that the divisor of num_chunks nearest sqrt(num_chunks).
+  Auto (remat_chunks None): no groups while what num_chunks chunks keep (chunk_bytes
+  each) fits in AUTO_GROUP_BYTES; past that the divisor of num_chunks nearest
+  sqrt(num_chunks).
   """
   if config.remat_chunks == 0 or num_chunks <= 1:
     return 0
   if config.remat_chunks is not None:
     return min(config.remat_chunks, num_chunks)
-  if num_chunks * state_bytes <= AUTO_GROUP_BYTES:
+  if num_chunks * chunk_bytes <= AUTO_GROUP_BYTES:
     return 0
   target = math.sqrt(num_chunks)
   divisors = [g for g in range(1, num_chunks + 1) if num_chunks % g == 0]
@@ -264,13 +298,15 @@ def remat_group_size(config: MemoryConfig, num_chunks: int, state_bytes: int = 0
 def _scan_chunks(config, carry, chunks, group):
   """chunks: pytree with leading axes [n, B, H, ...] (n a multiple of group); carry: [B, H, ...].
 
-  Unless remat is off (remat_chunks=0), the backward pass recomputes each chunk's
-  internals from its entering state: only the states are saved, never the chunk's
-  [b, hidden] activations (writing and reading those back cost more than the recompute).
+  Unless remat is off (remat_chunks=0), each chunk keeps its entering state and the
+  matmul results of SAVED_FOR_BACKWARD; its backward pass recomputes the elementwise rest
+  (cheaper than writing and reading back every [b, hidden] activation).
   """
   step = jax.vmap(jax.vmap(lambda c, x: _chunk_step(config, c, x)))
   if config.remat_chunks != 0:
-    step = jax.checkpoint(step, prevent_cse=False)
+    policy = jax.checkpoint_policies.save_only_these_names(
+        *(f"titans_memory.{name}" for name in SAVED_FOR_BACKWARD))
+    step = jax.checkpoint(step, prevent_cse=False, policy=policy)
   if group == 0:
     carry, outputs = jax.lax.scan(step, carry, chunks)
     return carry[:3], outputs
@@ -355,9 +391,14 @@ def _memory_apply_jit(config, chunk_offset, state, q, k, v, theta, eta, alpha, r
     offset = state.position % b
     num_chunks = -(-(length + b - 1) // b)
   # Remat groups need a whole number of groups: more chunks of identity tokens.
-  weights_bytes = sum(w.size for w in state.weights) * jnp.dtype(dtype).itemsize
+  itemsize = jnp.dtype(dtype).itemsize
+  weights_bytes = sum(w.size for w in state.weights) * itemsize
   saved_states = 3 if reset_to is None else 6  # (W, S, W_grad), and the reset state's
-  group = remat_group_size(config, num_chunks, saved_states * weights_bytes)
+  dims = [state.weights[0].shape[2]] + [w.shape[3] for w in state.weights]
+  rows_heads = state.weights[0].shape[0] * state.weights[0].shape[1]
+  chunk_bytes = (saved_states * weights_bytes
+                 + rows_heads * residual_bytes_per_chunk(config, dims, itemsize))
+  group = remat_group_size(config, num_chunks, chunk_bytes)
   if group:
     num_chunks = -(-num_chunks // group) * group
   padded = num_chunks * b
