@@ -194,8 +194,8 @@ def _chunk_step(config, carry, chunk):
   if not tracks_chunk_start:  # every chunk of the call starts fresh: W_grad is W_run there
     w_grad = w_run
   q, k, v, gate_terms, completes = chunk
-  # Gate-only terms, per chunk inside the scan: nothing of size chunks x b x b is kept
-  # for the backward pass (remat recomputes them with the chunk).
+  # Gate-only terms, per chunk inside the scan (never a chunks x b x b array up front); each
+  # chunk keeps its own for the backward pass (SAVED_FOR_BACKWARD), b x b per (row, head).
   coefficients = jax.tree.map(lambda c: _saved(c, "coefficients"), _chunk_coefficients(*gate_terms))
   coeff, carried_momentum, keep_from_start, momentum_from_start, last_momentum = coefficients[:5]
   resets = len(coefficients) > 5
