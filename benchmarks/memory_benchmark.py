@@ -51,6 +51,13 @@ def memory_layer_flops_per_token(*, retrieval: str, d_model=D_MODEL, heads=HEADS
                                  chunk=CHUNK) -> float:
   """Forward FLOPs per token of the memory layer (2 per multiply-add)."""
   projections = 2 * d_model * (3 * heads * head_dim + 3 * heads) + 2 * heads * head_dim * d_model
+  return projections + memory_op_flops_per_token(retrieval=retrieval, heads=heads,
+                                                 head_dim=head_dim, hidden=hidden, chunk=chunk)
+
+
+def memory_op_flops_per_token(*, retrieval: str, heads=HEADS, head_dim=HEAD_DIM,
+                              hidden=EXPANSION * HEAD_DIM, chunk=CHUNK) -> float:
+  """Forward FLOPs per token of the memory op alone (all heads)."""
   dims = [head_dim, hidden, head_dim]
   memory = 2 * chunk * chunk + 2 * chunk  # C = (A m) E and D, per token
   for layer, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:])):
@@ -64,7 +71,7 @@ def memory_layer_flops_per_token(*, retrieval: str, d_model=D_MODEL, heads=HEADS
       memory += 2 * chunk * (fan_in + fan_out)  # (x h^T) masked by C, then times delta
     else:
       memory += 2 * params               # plain forward at the chunk-start weights
-  return projections + heads * memory
+  return heads * memory
 
 
 # ----------------------------------------------------------------------------- workers

@@ -1,6 +1,6 @@
 """The benchmark scripts run end to end (tiny lengths, our op only): the memory benchmark
 on one device and with the batch split over 2 CPU devices, the paired op / layer A/B, and
-the dense-projection A/B."""
+the dense-projection A/B, and the op profile."""
 
 import json
 import os
@@ -54,3 +54,28 @@ def test_op_ab_names_a_bad_baseline(tmp_path):
   done = subprocess.run([sys.executable, "benchmarks/op_ab.py", f"--baseline={tmp_path}"],
                         cwd=ROOT, capture_output=True, text=True, timeout=60)
   assert done.returncode != 0 and "no titans_jax/ops/memory.py there" in done.stderr
+
+
+def test_op_profile_joins_the_trace_with_the_hlo():
+  """Every matmul of the op step shows up with its phase, shapes and a speed."""
+  done = subprocess.run(
+      [sys.executable, "benchmarks/op_profile.py", "--length=128", "--devices=2", "--steps=1"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ")][1:]
+  phases = {row[1] for row in rows if not row[0].startswith("|---")}
+  assert phases == {"forward", "backward"}, done.stdout
+  gflop = {}
+  for line in done.stdout.splitlines():
+    if line.startswith("matmuls, "):  # "matmuls, forward: 13.6 ms, 0.48 GFLOP, 70 GFLOP/s"
+      gflop[line.split(", ")[1].split(":")[0]] = float(line.split(", ")[2].split()[0])
+    if line.startswith("analytic forward FLOPs"):
+      gflop["analytic"] = float(line.split(": ")[1].split()[0])
+  # The benchmark's FLOP count (its % of peak) never overstates what the op executes; the
+  # backward pass runs each forward matmul's two transposes.
+  assert 1.0 <= gflop["forward"] / gflop["analytic"] <= 1.1, gflop
+  assert 1.9 <= gflop["backward"] / gflop["forward"] <= 2.3, gflop
+  assert "threads busy on average" in done.stdout
+  bad = subprocess.run([sys.executable, "benchmarks/op_profile.py", "--devices=3"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+  assert bad.returncode != 0 and "--devices=3 must divide the batch (4)" in bad.stderr

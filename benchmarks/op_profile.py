@@ -1,0 +1,194 @@
+"""Where one forward + backward step of the memory op spends its time, per XLA op.
+
+  python benchmarks/op_profile.py                          # 2K, token retrieval, one device
+  python benchmarks/op_profile.py --devices=2 --length=8192 --mode=chunk
+
+The benchmark's op step (`memory_benchmark.py --op_only` shapes: batch 4, 4 heads x 64,
+depth-2 memory, chunk 64, float32) runs under `jax.profiler.trace`; the trace's events are
+joined with the compiled HLO by instruction name. Printed per device and step: every
+matmul (a `dot`, or a fusion holding dots) with its phase (forward, or backward:
+`transpose(...)` in its metadata), shapes, time and GFLOP/s; then the time of the other
+ops grouped by kind. Compare the GFLOP/s with `memory_benchmark.py`'s measured matmul peak
+(per core: divide by the core count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from memory_benchmark import (BATCH, CHUNK, EXPANSION, HEAD_DIM, HEADS,  # noqa: E402
+                              memory_op_flops_per_token)
+
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (.*)$")
+_COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$")
+
+
+def parse_hlo(text: str):
+  """{instruction: (computation, body)} and {computation: [bodies]} of an HLO module's text."""
+  instructions, computations, current = {}, {}, None
+  for line in text.splitlines():
+    if not line.startswith(" "):
+      match = _COMPUTATION.match(line)
+      if match:
+        current = match.group(1)
+        computations[current] = []
+      continue
+    match = _INSTRUCTION.match(line)
+    if match and current is not None:
+      instructions[match.group(1)] = (current, match.group(2))
+      computations[current].append(match.group(2))
+  return instructions, computations
+
+
+def _dims(body: str) -> list[int]:
+  match = re.match(r"\w+\[([\d,]*)\]", body)
+  return [int(d) for d in match.group(1).split(",") if d] if match else []
+
+
+def dot_flops(body: str, instructions) -> tuple[int, str]:
+  """FLOPs (2 per multiply-add) and 'lhs x rhs -> out' of one HLO dot."""
+  out = _dims(body)
+  operands = re.search(r"dot\(%([\w.\-]+), %([\w.\-]+)\)", body)
+  lhs, rhs = ([_dims(instructions[name][1]) for name in operands.groups()]
+              if operands else ([], []))
+  contracting = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", body)
+  size = math.prod(lhs[int(d)] for d in contracting.group(1).split(",") if d) if (
+      contracting and lhs) else 0
+  return 2 * math.prod(out) * size, f"{lhs} x {rhs} -> {out}"
+
+
+def matmuls_of(body: str, instructions, computations) -> tuple[int, str] | None:
+  """(FLOPs, shapes) of an instruction that is a dot or a fusion holding dots; else None."""
+  if " dot(" in body:
+    return dot_flops(body, instructions)
+  called = re.search(r"calls=%([\w.\-]+)", body)
+  if " fusion(" not in body or not called:
+    return None
+  inner = [dot_flops(b, instructions) for b in computations.get(called.group(1), [])
+           if " dot(" in b]
+  if not inner:
+    return None
+  return sum(f for f, _ in inner), " + ".join(s for _, s in inner)
+
+
+def build_step(length: int, mode: str):
+  """The benchmark's op step (forward + backward into every input) and its arguments."""
+  import jax
+  import jax.numpy as jnp
+
+  from titans_jax.ops import MemoryConfig, init_memory_state, init_memory_weights, memory_apply
+
+  config = MemoryConfig(depth=2, expansion=EXPANSION, chunk_size=CHUNK, retrieval=mode)
+  keys = jax.random.split(jax.random.key(0), 5)
+  w0 = init_memory_weights(keys[0], num_heads=HEADS, d_in=HEAD_DIM, d_out=HEAD_DIM,
+                           config=config)
+  unit = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+  shape = (BATCH, HEADS, length, HEAD_DIM)
+  q, k = unit(jax.random.normal(keys[1], shape)), unit(jax.random.normal(keys[2], shape))
+  v = jax.random.normal(keys[3], shape)
+  # theta ~ 0.12 / chunk x (1 - eta), eta ~ 0.5, alpha ~ 0.02: the models' initial gates.
+  gates = jnp.stack([jnp.full(shape[:3], 0.06 / CHUNK), jnp.full(shape[:3], 0.5),
+                     jnp.full(shape[:3], 0.02)])
+  gates = gates * jnp.exp(0.1 * jax.random.normal(keys[4], gates.shape))
+
+  def loss(w0, q, k, v, gates):
+    y, _ = memory_apply(config, init_memory_state(w0, BATCH), q, k, v, *gates)
+    return jnp.mean(y ** 2)
+
+  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4))), (w0, q, k, v, gates)
+
+
+def profile(length: int, mode: str, devices: int, steps: int) -> str:
+  import jax
+
+  if devices > 1:
+    jax.config.update("jax_num_cpu_devices", devices)
+  if BATCH % devices:
+    raise ValueError(f"--devices={devices} must divide the batch ({BATCH})")
+  step, args = build_step(length, mode)
+  if devices > 1:  # batch rows split over the devices, as memory_benchmark.py does
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    mesh = Mesh(jax.devices()[:devices], ("data",))
+    rows = NamedSharding(mesh, PartitionSpec("data"))
+    args = (jax.device_put(args[0], NamedSharding(mesh, PartitionSpec())),
+            *(jax.device_put(a, rows) for a in args[1:4]),
+            jax.device_put(args[4], NamedSharding(mesh, PartitionSpec(None, "data"))))
+  instructions, computations = parse_hlo(step.lower(*args).compile().as_text())
+  jax.block_until_ready(step(*args))  # compiled and warm before the trace
+  with tempfile.TemporaryDirectory() as folder:
+    with jax.profiler.trace(folder):
+      start = time.perf_counter()
+      for _ in range(steps):
+        jax.block_until_ready(step(*args))
+      wall_ms = (time.perf_counter() - start) / steps * 1e3
+    (trace,) = glob.glob(os.path.join(folder, "**", "*.xplane.pb"), recursive=True)
+    data = jax.profiler.ProfileData.from_file(trace)
+    time_ns, calls = collections.Counter(), collections.Counter()
+    for plane in data.planes:
+      for line in plane.lines:
+        for event in line.events:
+          if event.name in instructions:
+            time_ns[event.name] += event.duration_ns
+            calls[event.name] += 1
+  per_step = steps * devices  # every device runs every instruction once per call
+
+  lines = [f"memory op forward + backward, {length} tokens x batch {BATCH}, {HEADS} heads x "
+           f"{HEAD_DIM}, depth-2 (hidden {EXPANSION * HEAD_DIM}), chunk {CHUNK}, {mode} "
+           f"retrieval, {devices} device(s); per device and step:", "",
+           "| op | phase | calls | ms | GFLOP/s | lhs x rhs -> out |", "|---|---|---|---|---|---|"]
+  phases = collections.defaultdict(lambda: [0.0, 0.0])
+  others = collections.Counter()
+  rows = []
+  for name, ns in time_ns.items():
+    body = instructions[name][1]
+    ms = ns / per_step / 1e6
+    found = matmuls_of(body, instructions, computations)
+    if found is None:
+      others[re.sub(r"\.\d+$", "", name)] += ms
+      continue
+    flops = found[0] * calls[name] / per_step
+    phase = "backward" if "transpose(" in body else "forward"
+    phases[phase][0] += ms
+    phases[phase][1] += flops
+    rows.append((ms, name, phase, calls[name] // per_step, flops / ms / 1e6, found[1]))
+  for ms, name, phase, count, gflops, shapes in sorted(rows, reverse=True):
+    lines.append(f"| {name} | {phase} | {count} | {ms:.1f} | {gflops:.0f} | {shapes} |")
+  lines.append("")
+  for phase, (ms, flops) in sorted(phases.items()):
+    lines.append(f"matmuls, {phase}: {ms:.1f} ms, {flops / 1e9:.2f} GFLOP, "
+                 f"{flops / ms / 1e6:.0f} GFLOP/s")
+  analytic = memory_op_flops_per_token(retrieval=mode) * BATCH * length / devices
+  lines.append(f"analytic forward FLOPs of the op (memory_benchmark.py): {analytic / 1e9:.2f} GFLOP")
+  lines.append(f"other ops: {sum(others.values()):.1f} ms; the largest kinds:")
+  lines += [f"  {ms:6.1f} ms  {kind}" for kind, ms in others.most_common(12)]
+  total = sum(ms for ms, *_ in rows) + sum(others.values())
+  ops_count = sum(calls.values()) // per_step
+  lines.append(f"all ops: {total:.1f} ms per device and step ({ops_count} op calls) in a "
+               f"{wall_ms:.1f} ms step: {total * devices / wall_ms:.2f} threads busy on average")
+  return "\n".join(lines)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--length", type=int, default=2048)
+  parser.add_argument("--mode", choices=("token", "chunk"), default="token")
+  parser.add_argument("--devices", type=int, default=1, help="CPU devices, batch rows split")
+  parser.add_argument("--steps", type=int, default=3, help="steps traced")
+  args = parser.parse_args()
+  if args.length < 1 or args.steps < 1 or args.devices < 1:
+    parser.error("--length, --steps and --devices must be >= 1")
+  print(profile(args.length, args.mode, args.devices, args.steps))
+
+
+if __name__ == "__main__":
+  main()
