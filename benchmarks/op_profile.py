@@ -113,8 +113,6 @@ def profile(length: int, mode: str, devices: int, steps: int) -> str:
 
   if devices > 1:
     jax.config.update("jax_num_cpu_devices", devices)
-  if BATCH % devices:
-    raise ValueError(f"--devices={devices} must divide the batch ({BATCH})")
   step, args = build_step(length, mode)
   if devices > 1:  # batch rows split over the devices, as memory_benchmark.py does
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -187,6 +185,8 @@ def main() -> None:
   args = parser.parse_args()
   if args.length < 1 or args.steps < 1 or args.devices < 1:
     parser.error("--length, --steps and --devices must be >= 1")
+  if BATCH % args.devices:
+    parser.error(f"--devices={args.devices} must divide the batch ({BATCH})")
   print(profile(args.length, args.mode, args.devices, args.steps))
 
 
