@@ -93,6 +93,16 @@ def worker_jax(length: int, retrieval: str, steps: int, op_only: bool = False,
                devices: int = 1) -> dict:
   import jax
 
+  step, args = build_jax_step(length, retrieval, op_only, devices)
+  seconds, warmup = _time_steps(lambda: jax.block_until_ready(step(*args)), steps)
+  return _checked({"seconds": seconds, "warmup_seconds": warmup}, step(*args))
+
+
+def build_jax_step(length: int, retrieval: str, op_only: bool = False, devices: int = 1):
+  """The measured step (jitted forward + backward) and its arguments: the memory layer, or
+  with op_only the memory op alone. Also what `op_profile.py` traces."""
+  import jax
+
   if devices > 1:  # before the backend starts: this many CPU devices, one per core
     jax.config.update("jax_num_cpu_devices", devices)
   import jax.numpy as jnp
@@ -145,10 +155,7 @@ def worker_jax(length: int, retrieval: str, steps: int, op_only: bool = False,
       y, _ = memory_apply(config, init_memory_state(w0, BATCH), q, k, v, *gates)
       return jnp.mean(y ** 2)
 
-    step = jax.jit(jax.value_and_grad(op_loss, argnums=(0, 1, 2, 3, 4)))
-    seconds, warmup = _time_steps(lambda: jax.block_until_ready(step(params["w0"], *inputs)),
-                                  steps)
-    return _checked({"seconds": seconds, "warmup_seconds": warmup}, step(params["w0"], *inputs))
+    return jax.jit(jax.value_and_grad(op_loss, argnums=(0, 1, 2, 3, 4))), (params["w0"], *inputs)
 
   def loss(params, x):
     q, k, v = jnp.split(jax.nn.silu(dense(x, params["qkv"])), 3, axis=-1)
@@ -162,9 +169,7 @@ def worker_jax(length: int, retrieval: str, steps: int, op_only: bool = False,
     out = dense(y.transpose(0, 2, 1, 3).reshape(BATCH, length, -1), params["out"])
     return jnp.mean(out ** 2)
 
-  step = jax.jit(jax.value_and_grad(loss))
-  seconds, warmup = _time_steps(lambda: jax.block_until_ready(step(params, x)), steps)
-  return _checked({"seconds": seconds, "warmup_seconds": warmup}, step(params, x))
+  return jax.jit(jax.value_and_grad(loss)), (params, x)
 
 
 def _checked(result: dict, value_and_grads) -> dict:

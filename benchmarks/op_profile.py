@@ -3,8 +3,9 @@
   python benchmarks/op_profile.py                          # 2K, token retrieval, one device
   python benchmarks/op_profile.py --devices=2 --length=8192 --mode=chunk
 
-The benchmark's op step (`memory_benchmark.py --op_only` shapes: batch 4, 4 heads x 64,
-depth-2 memory, chunk 64, float32) runs under `jax.profiler.trace`; the trace's events are
+The benchmark's op step (`memory_benchmark.py --op_only`, its `build_jax_step`: batch 4,
+4 heads x 64, depth-2 memory, chunk 64, float32; with --devices the batch rows split over
+that many CPU devices) runs under `jax.profiler.trace`; the trace's events are
 joined with the compiled HLO by instruction name. Printed per device and step: every
 matmul (a `dot`, or a fusion holding dots) with its phase (forward, or backward:
 `transpose(...)` in its metadata), shapes, time and GFLOP/s; then the time of the other
@@ -27,7 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from memory_benchmark import (BATCH, CHUNK, EXPANSION, HEAD_DIM, HEADS,  # noqa: E402
-                              memory_op_flops_per_token)
+                              build_jax_step, memory_op_flops_per_token)
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (.*)$")
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$")
@@ -81,46 +82,10 @@ def matmuls_of(body: str, instructions, computations) -> tuple[int, str] | None:
   return sum(f for f, _ in inner), " + ".join(s for _, s in inner)
 
 
-def build_step(length: int, mode: str):
-  """The benchmark's op step (forward + backward into every input) and its arguments."""
-  import jax
-  import jax.numpy as jnp
-
-  from titans_jax.ops import MemoryConfig, init_memory_state, init_memory_weights, memory_apply
-
-  config = MemoryConfig(depth=2, expansion=EXPANSION, chunk_size=CHUNK, retrieval=mode)
-  keys = jax.random.split(jax.random.key(0), 5)
-  w0 = init_memory_weights(keys[0], num_heads=HEADS, d_in=HEAD_DIM, d_out=HEAD_DIM,
-                           config=config)
-  unit = lambda x: x / jnp.linalg.norm(x, axis=-1, keepdims=True)
-  shape = (BATCH, HEADS, length, HEAD_DIM)
-  q, k = unit(jax.random.normal(keys[1], shape)), unit(jax.random.normal(keys[2], shape))
-  v = jax.random.normal(keys[3], shape)
-  # theta ~ 0.12 / chunk x (1 - eta), eta ~ 0.5, alpha ~ 0.02: the models' initial gates.
-  gates = jnp.stack([jnp.full(shape[:3], 0.06 / CHUNK), jnp.full(shape[:3], 0.5),
-                     jnp.full(shape[:3], 0.02)])
-  gates = gates * jnp.exp(0.1 * jax.random.normal(keys[4], gates.shape))
-
-  def loss(w0, q, k, v, gates):
-    y, _ = memory_apply(config, init_memory_state(w0, BATCH), q, k, v, *gates)
-    return jnp.mean(y ** 2)
-
-  return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4))), (w0, q, k, v, gates)
-
-
 def profile(length: int, mode: str, devices: int, steps: int) -> str:
   import jax
 
-  if devices > 1:
-    jax.config.update("jax_num_cpu_devices", devices)
-  step, args = build_step(length, mode)
-  if devices > 1:  # batch rows split over the devices, as memory_benchmark.py does
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-    mesh = Mesh(jax.devices()[:devices], ("data",))
-    rows = NamedSharding(mesh, PartitionSpec("data"))
-    args = (jax.device_put(args[0], NamedSharding(mesh, PartitionSpec())),
-            *(jax.device_put(a, rows) for a in args[1:4]),
-            jax.device_put(args[4], NamedSharding(mesh, PartitionSpec(None, "data"))))
+  step, args = build_jax_step(length, mode, op_only=True, devices=devices)
   instructions, computations = parse_hlo(step.lower(*args).compile().as_text())
   jax.block_until_ready(step(*args))  # compiled and warm before the trace
   with tempfile.TemporaryDirectory() as folder:
