@@ -31,7 +31,10 @@ from _measure import parse_result, ratio_summary  # noqa: E402  (the benchmarks'
 
 
 def _start(checkout: str, core: int, args) -> subprocess.Popen:
-  env = dict(os.environ, PYTHONPATH=checkout, PYTHONUNBUFFERED="1")
+  from titans_jax import host_malloc
+
+  # The benchmark workers' allocator (huge pages for malloc), for both sides alike.
+  env = host_malloc.environment(dict(os.environ, PYTHONPATH=checkout, PYTHONUNBUFFERED="1"))
   # The op alone: this checkout's worker for both sides. The layer (--layer) is defined in
   # the worker script itself, so there each side runs its own checkout's.
   script_dir = os.path.join(checkout, "benchmarks") if args.layer else HERE

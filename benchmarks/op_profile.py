@@ -10,7 +10,10 @@ joined with the compiled HLO by instruction name. Printed per device and step: e
 matmul (a `dot`, or a fusion holding dots) with its phase (forward, or backward:
 `transpose(...)` in its metadata), shapes, time and GFLOP/s; then the time of the other
 ops grouped by kind. Compare the GFLOP/s with `memory_benchmark.py`'s measured matmul peak
-(per core: divide by the core count).
+(per core: divide by the core count). Like the benchmark's workers, it runs with huge pages
+for malloc (`titans_jax.host_malloc`, one re-exec; TITANS_HUGE_PAGES=0: off): without them
+page faults in the step's fresh buffers take ~1/3 of a 2K step on 2 devices, which the
+benchmark never sees.
 """
 
 from __future__ import annotations
@@ -82,6 +85,12 @@ def matmuls_of(body: str, instructions, computations) -> tuple[int, str] | None:
   return sum(f for f, _ in inner), " + ".join(s for _, s in inner)
 
 
+def _malloc_in_use() -> str:
+  """The tunables this process's glibc started with (after main's re-exec)."""
+  tunables = os.environ.get("GLIBC_TUNABLES", "")
+  return f"GLIBC_TUNABLES={tunables}" if tunables else "the C library's default"
+
+
 def profile(length: int, mode: str, devices: int, steps: int) -> str:
   import jax
 
@@ -107,7 +116,7 @@ def profile(length: int, mode: str, devices: int, steps: int) -> str:
 
   lines = [f"memory op forward + backward, {length} tokens x batch {BATCH}, {HEADS} heads x "
            f"{HEAD_DIM}, depth-2 (hidden {EXPANSION * HEAD_DIM}), chunk {CHUNK}, {mode} "
-           f"retrieval, {devices} device(s); per device and step:", "",
+           f"retrieval, {devices} device(s); malloc: {_malloc_in_use()}; per device and step:", "",
            "| op | phase | calls | ms | GFLOP/s | lhs x rhs -> out |", "|---|---|---|---|---|---|"]
   phases = collections.defaultdict(lambda: [0.0, 0.0])
   others = collections.Counter()
@@ -152,6 +161,9 @@ def main() -> None:
     parser.error("--length, --steps and --devices must be >= 1")
   if BATCH % args.devices:
     parser.error(f"--devices={args.devices} must divide the batch ({BATCH})")
+  from titans_jax import host_malloc
+
+  host_malloc.reexec_with_huge_pages()  # the benchmark workers' allocator (glibc: at start only)
   print(profile(args.length, args.mode, args.devices, args.steps))
 
 

@@ -17,6 +17,8 @@ def test_memory_benchmark_quick(tmp_path):
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
   result = json.load(open(tmp_path / "memory_benchmark.json"))
+  # What the peak (and so every ratio) depends on is recorded with it.
+  assert result["machine"].startswith(f"{os.cpu_count()} cores, "), result["machine"]
   rows = {row["devices"]: row for row in result["rows"]}
   assert sorted(rows) == [1, 2]
   for row in rows.values():
@@ -76,6 +78,10 @@ def test_op_profile_joins_the_trace_with_the_hlo():
   assert 1.0 <= gflop["forward"] / gflop["analytic"] <= 1.1, gflop
   assert 1.9 <= gflop["backward"] / gflop["forward"] <= 2.3, gflop
   assert "threads busy on average" in done.stdout
+  # It runs with the benchmark workers' allocator (huge pages where glibc and the kernel have them).
+  from titans_jax import host_malloc
+  expected = "GLIBC_TUNABLES=glibc.malloc.hugetlb=1" if host_malloc.enabled() else "the C library's default"
+  assert f"malloc: {expected};" in done.stdout.splitlines()[0], done.stdout.splitlines()[0]
   bad = subprocess.run([sys.executable, "benchmarks/op_profile.py", "--devices=3"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
   assert bad.returncode != 0 and "--devices=3 must divide the batch (4)" in bad.stderr
