@@ -17,7 +17,9 @@ flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process runs).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process runs).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-process runs).")
-flags.DEFINE_integer("cpu_devices", None, "Simulated CPU devices per process (testing meshes).")
+flags.DEFINE_integer("cpu_devices", None, "XLA CPU devices per process: one per core puts every "
+                     "core to work on a CPU-only host (batch rows split over them); also for "
+                     "testing meshes.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
