@@ -334,7 +334,8 @@ def main() -> None:
     print(line)
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "memory_benchmark.json"), "w") as handle:
-    json.dump({"machine": machine_description(), "matmul_peak_flops": peak_flops, "rows": rows, "targets": checks}, handle, indent=2)
+    json.dump({"machine": machine_description(), "matmul_peak_flops": peak_flops, "rows": rows,
+               "targets": checks}, handle, indent=2)
   with open(os.path.join(args.out, "memory_benchmark.md"), "w") as handle:
     handle.write(table + "\n\n" + "\n".join(checks) + "\n")
   print(f"\nwritten: {os.path.join(args.out, 'memory_benchmark.md')} and .json")
@@ -408,11 +409,12 @@ def machine_description() -> str:
   return f"{os.cpu_count()} cores, {model}, {simd}"
 
 
-def allocator_setting() -> str:
-  """The allocator environment run_worker gives every worker (titans_jax.host_malloc)."""
+def allocator_setting(env=None) -> str:
+  """The allocator setting of env; default: the one run_worker gives every worker
+  (titans_jax.host_malloc)."""
   from titans_jax import host_malloc
 
-  tunables = host_malloc.environment().get("GLIBC_TUNABLES", "")
+  tunables = (host_malloc.environment() if env is None else env).get("GLIBC_TUNABLES", "")
   return f"GLIBC_TUNABLES={tunables}" if tunables else "the C library's default"
 
 

@@ -31,7 +31,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from memory_benchmark import (BATCH, CHUNK, EXPANSION, HEAD_DIM, HEADS,  # noqa: E402
-                              build_jax_step, memory_op_flops_per_token)
+                              allocator_setting, build_jax_step, memory_op_flops_per_token)
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (.*)$")
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$")
@@ -85,12 +85,6 @@ def matmuls_of(body: str, instructions, computations) -> tuple[int, str] | None:
   return sum(f for f, _ in inner), " + ".join(s for _, s in inner)
 
 
-def _malloc_in_use() -> str:
-  """The tunables this process's glibc started with (after main's re-exec)."""
-  tunables = os.environ.get("GLIBC_TUNABLES", "")
-  return f"GLIBC_TUNABLES={tunables}" if tunables else "the C library's default"
-
-
 def profile(length: int, mode: str, devices: int, steps: int) -> str:
   import jax
 
@@ -116,7 +110,8 @@ def profile(length: int, mode: str, devices: int, steps: int) -> str:
 
   lines = [f"memory op forward + backward, {length} tokens x batch {BATCH}, {HEADS} heads x "
            f"{HEAD_DIM}, depth-2 (hidden {EXPANSION * HEAD_DIM}), chunk {CHUNK}, {mode} "
-           f"retrieval, {devices} device(s); malloc: {_malloc_in_use()}; per device and step:", "",
+           f"retrieval, {devices} device(s); malloc: {allocator_setting(os.environ)}; "
+           "per device and step:", "",
            "| op | phase | calls | ms | GFLOP/s | lhs x rhs -> out |", "|---|---|---|---|---|---|"]
   phases = collections.defaultdict(lambda: [0.0, 0.0])
   others = collections.Counter()
