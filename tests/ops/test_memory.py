@@ -66,6 +66,8 @@ RANDOM_CASES = [
     # (and reads q and k through the first layer in one matmul); with remat padding chunks.
     (MemoryConfig(depth=2, chunk_size=4), 24, 4, 4, [8]),
     (MemoryConfig(depth=3, chunk_size=5, remat_chunks=2, residual=True), 15, 4, 4, [10]),
+    # A first layer wider in than out ([4, 2]): kept transposed inside the scan, the last not.
+    (MemoryConfig(depth=2, chunk_size=6, expansion=0.5), 20, 4, 4, [9]),
 ]
 
 
