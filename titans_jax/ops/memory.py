@@ -14,7 +14,8 @@ x W_i = A_{0->i} x W_run + D_i x S_run - sum_j C[i, j] (x . h_j) delta_j, a mask
 b x b matmul per layer (the dual form of TTT). Only the chunk-to-chunk step is
 non-linear; it runs as `lax.scan`, in rematerialised groups of chunks.
 
-Stages: validate -> pad to whole chunks -> gate products -> scan over chunks -> unpad.
+Stages: validate -> pad to whole chunks -> gate products -> scan over chunks (layers wider
+in than out stored transposed, `stored_transposed`) -> unpad.
 
 For the backward pass each chunk keeps its entering state and the matmul results named
 in SAVED_FOR_BACKWARD (`_saved`); the rest of the chunk (elementwise) is recomputed.
@@ -485,7 +486,8 @@ def _memory_apply_jit(config, chunk_offset, state, q, k, v, theta, eta, alpha, r
   # Stage 3: the chunk-to-chunk recurrence.
   transposed = stored_transposed(state.weights)
   layout = lambda ws: _to_layout(tuple(w.astype(dtype) for w in ws), transposed)
-  weights, momentum, chunk_start = layout(state.weights), layout(state.momentum), layout(state.chunk_start)
+  weights, momentum = layout(state.weights), layout(state.momentum)
+  chunk_start = layout(state.chunk_start)
   # At a chunk boundary the gradients are taken at the running weights (spec loop).
   w_grad = jax.tree.map(lambda c, w: jnp.where(starts_mid_chunk, c, w), chunk_start, weights)
   # A call that starts on a chunk boundary and ends on one (statically) has W_grad = W_run at
