@@ -39,10 +39,11 @@ from titans_jax.ops.memory_types import (MemoryConfig, MemoryState, is_static_po
 # ----------------------------------------------------------------------------
 
 # Matmul results a chunk's backward pass reads (names of `_saved`): the keys' hidden
-# pre-activations and backprop signals, the reads of the running weights and momentum,
-# the queries' hidden pre-activations, the x h^T products and the gate coefficients.
-# Recomputing them was ~25% of the step's matmul work; keeping them costs ~0.4 MB per
-# (row, head) and chunk of 64 for the benchmark's memory (`residual_bytes_per_chunk`).
+# pre-activations and backprop signals, the reads of the running weights and momentum
+# (only for layers narrower out than in, `_scaled_read`), the queries' hidden
+# pre-activations, the x h^T products and the gate coefficients. Recomputing them was ~25%
+# of the step's matmul work; keeping them costs ~0.3 MB per (row, head) and chunk of 64 for
+# the benchmark's memory (`residual_bytes_per_chunk`).
 SAVED_FOR_BACKWARD = ("keys_z", "keys_delta", "reads_w", "reads_s", "reads_z", "reads_xh",
                       "coefficients")
 
@@ -55,7 +56,9 @@ def _saved(x, name):
 def residual_bytes_per_chunk(config: MemoryConfig, dims, itemsize: int) -> int:
   """Bytes of SAVED_FOR_BACKWARD per (row, head) and chunk, token retrieval (the larger)."""
   b, hidden, outs = config.chunk_size, dims[1:-1], dims[1:]
-  floats = b * (2 * sum(hidden) + 3 * sum(outs)) + (config.depth + 1) * b * b + 4 * b
+  output_scaled = [d_out for d_in, d_out in zip(dims[:-1], dims[1:]) if d_in > d_out]
+  floats = (b * (2 * sum(hidden) + sum(outs) + 2 * sum(output_scaled))
+            + (config.depth + 1) * b * b + 4 * b)
   return floats * itemsize
 
 
@@ -92,6 +95,14 @@ def _times_transpose(delta, w, transposed):
 def _outer(h, delta, transposed):
   """h^T @ delta, in the layer's stored layout."""
   return delta.T @ h if transposed else h.T @ delta
+
+
+def _scaled_outer(factor, h, delta, transposed):
+  """h^T (factor * delta) with the per-token factor [b, 1] on the narrower of h and delta
+  (the same product; the factor's gradient is then a row sum over the narrower side)."""
+  if h.shape[-1] <= delta.shape[-1]:
+    return _outer(factor * h, delta, transposed)
+  return _outer(h, factor * delta, transposed)
 
 
 # ----------------------------------------------------------------------------
@@ -220,6 +231,22 @@ def _pick(flag, when_true, when_false):
   return tuple(jnp.where(flag, a, b) for a, b in zip(when_true, when_false))
 
 
+def _scales_input(x, d_out) -> bool:
+  """Whether a per-token factor scales a layer's input rows rather than its output rows."""
+  return x.shape[-1] <= d_out
+
+
+def _scaled_read(factor, x, read, name):
+  """factor[:, None] * read(x) for a linear read [b, d_in] -> [b, d_out], on the narrower side.
+
+  The factor's gradient is a row sum over that side: scaling the input rows needs no
+  matmul result kept for the backward pass; scaling the output keeps read(x) (`name`)."""
+  d_out = jax.eval_shape(read, x).shape[-1]
+  if _scales_input(x, d_out):
+    return read(factor[:, None] * x)
+  return factor[:, None] * _saved(read(x), name)
+
+
 def _chunk_step(config, transposed, carry, chunk):
   """Advance (W_run, S_run, W_grad) over one chunk; returns outputs [b, d_out].
 
@@ -243,8 +270,14 @@ def _chunk_step(config, transposed, carry, chunk):
   first_reads = None
   if not tracks_chunk_start and not resets and config.retrieval == "token":
     # Keys and queries meet the same first-layer weights here: one matmul of twice the rows
-    # (and one weight gradient in the backward pass instead of two summed).
-    keys_z, first_reads = jnp.split(_times(jnp.concatenate([k, q]), w_run[0], transposed[0]), 2)
+    # (and one weight gradient in the backward pass instead of two summed). The queries come
+    # already scaled by A_{0->i} (see the token reads below).
+    d_out = w_run[0].shape[-2 if transposed[0] else -1]
+    reads_in = keep_from_start[:, None] * q if _scales_input(q, d_out) else q
+    keys_z, first_reads = jnp.split(
+        _times(jnp.concatenate([k, reads_in]), w_run[0], transposed[0]), 2)
+    if not _scales_input(q, d_out):
+      first_reads = keep_from_start[:, None] * _saved(first_reads, "reads_w")
     layer_inputs, deltas = forward_backward(w_grad, keys_z)
   else:
     layer_inputs, deltas = forward_backward(w_grad)
@@ -266,14 +299,18 @@ def _chunk_step(config, transposed, carry, chunk):
     x = q
     for index in range(config.depth):
       # x W_i without W_i: decayed running weights + carried momentum + this chunk's updates.
-      # The update's sign rides on the b x b coefficients (their backward negates nothing big).
-      x_w_run = (first_reads if index == 0 and first_reads is not None
-                 else base_read(x, index, w_run, w_reset if resets else None))
-      x_s_run = base_read(x, index, s_run, s_reset if resets else None)
+      # The per-token factors A_{0->i}, D_i scale the rows of x before the matmuls, not the
+      # products after: their gradients are then row sums of d(A x) x, and no matmul
+      # result has to be kept for them. The update's sign rides on the b x b coefficients.
+      if index == 0 and first_reads is not None:
+        x_w_run = first_reads
+      else:
+        x_w_run = _scaled_read(keep_from_start, x, lambda y: base_read(
+            y, index, w_run, w_reset if resets else None), "reads_w")
+      x_s_run = _scaled_read(carried_momentum, x, lambda y: base_read(
+          y, index, s_run, s_reset if resets else None), "reads_s")
       x_h = _saved(x @ layer_inputs[index].T, "reads_xh")
-      z = (keep_from_start[:, None] * _saved(x_w_run, "reads_w")
-           + carried_momentum[:, None] * _saved(x_s_run, "reads_s")
-           + ((-coeff) * x_h) @ deltas[index])
+      z = x_w_run + x_s_run + ((-coeff) * x_h) @ deltas[index]
       x = activation(_saved(z, "reads_z")) if index < config.depth - 1 else z
     y = x + q if config.residual else x
   else:
@@ -295,9 +332,9 @@ def _chunk_step(config, transposed, carry, chunk):
     h, delta = layer_inputs[index], deltas[index]
     layout = transposed[index]
     w_end.append(keep_from_start[-1] * w_base[index] + carried_momentum[-1] * s_base[index]
-                 + _outer(h, minus_last_coeff * delta, layout))
+                 + _scaled_outer(minus_last_coeff, h, delta, layout))
     s_end.append(momentum_from_start[-1] * s_base[index]
-                 + _outer(h, minus_last_momentum * delta, layout))
+                 + _scaled_outer(minus_last_momentum, h, delta, layout))
   w_end, s_end = tuple(w_end), tuple(s_end)
   # The next chunk's gradients are taken where this chunk ends, once it is complete.
   w_grad_next = (jax.tree.map(lambda a, b: jnp.where(completes, a, b), w_end, w_grad_last)
