@@ -82,6 +82,19 @@ def test_op_profile_joins_the_trace_with_the_hlo():
   from titans_jax import host_malloc
   expected = "GLIBC_TUNABLES=glibc.malloc.hugetlb=1" if host_malloc.enabled() else "the C library's default"
   assert f"malloc: {expected};" in done.stdout.splitlines()[0], done.stdout.splitlines()[0]
+  layer = subprocess.run(
+      [sys.executable, "benchmarks/op_profile.py", "--length=128", "--steps=1", "--layer"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert layer.returncode == 0, layer.stderr[-2000:]
+  assert layer.stdout.startswith("memory layer (projections + op) forward + backward"), layer.stdout
+  # The layer's FLOP count (projections + op) matches what its forward pass executes too.
+  layer_gflop = {}
+  for line in layer.stdout.splitlines():
+    if line.startswith("matmuls, forward: "):
+      layer_gflop["forward"] = float(line.split(", ")[2].split()[0])
+    if line.startswith("analytic forward FLOPs of the layer"):
+      layer_gflop["analytic"] = float(line.split(": ")[1].split()[0])
+  assert 1.0 <= layer_gflop["forward"] / layer_gflop["analytic"] <= 1.1, layer.stdout
   bad = subprocess.run([sys.executable, "benchmarks/op_profile.py", "--devices=3"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
   assert bad.returncode != 0 and "--devices=3 must divide the batch (4)" in bad.stderr

@@ -97,14 +97,6 @@ def _outer(h, delta, transposed):
   return delta.T @ h if transposed else h.T @ delta
 
 
-def _scaled_outer(factor, h, delta, transposed):
-  """h^T (factor * delta) with the per-token factor [b, 1] on the narrower of h and delta
-  (the same product; the factor's gradient is then a row sum over the narrower side)."""
-  if h.shape[-1] <= delta.shape[-1]:
-    return _outer(factor * h, delta, transposed)
-  return _outer(h, factor * delta, transposed)
-
-
 # ----------------------------------------------------------------------------
 # Gate products in log space
 # ----------------------------------------------------------------------------
@@ -172,23 +164,46 @@ def _mlp_forward(weights, x, activation, residual, transposed=None):
   return h + x if residual else h
 
 
-def _chunk_coefficients(theta, log_eta, log_keep, write, reset=None):
+def read_factors(log_eta, log_keep, write):
+  """A_{0->i} and D_i of every chunk at once (last axis: the chunk's b tokens).
+
+  The two per-token factors of the token reads (x A_{0->i} W_run + x D_i S_run). Computed
+  before the chunk scan, so that inside a chunk the reads never wait for the b x b gate
+  products. D_i = sum_{m<=i} A_{m->i} m_m E_{0->m} is the linear recurrence
+  D_i = (1 - alpha_i) D_{i-1} + m_i E_{0->i}, solved by an associative scan (no division).
+  """
+  keep_from_start = jnp.exp(jnp.cumsum(log_keep, axis=-1))
+  written_momentum = write * jnp.exp(jnp.cumsum(log_eta, axis=-1))
+  combine = lambda first, second: (first[0] * second[0], second[0] * first[1] + second[1])
+  _, carried_momentum = jax.lax.associative_scan(
+      combine, (jnp.exp(log_keep), written_momentum), axis=-1)
+  return keep_from_start, carried_momentum
+
+
+def _chunk_coefficients(theta, log_eta, log_keep, write, reset=None, factors=None):
   """Gate-only terms of Eqs. 16-18 for one chunk (no dependence on the weights).
 
-  Returns C [b, b], D [b], A_{0->i} [b], E_{0->i} [b] and theta_j E_{j->b} [b]; with
-  `reset` [b] (document starts) also which base state each token reads (`_reset_terms`).
+  Returns C [b, b], D [b], A_{0->i} [b], E_{0->i} [b] and theta_j E_{j->b} [b], the ones
+  computed here marked for the backward pass; `factors`: (A_{0->i}, D_i) from
+  `read_factors`. With `reset` [b] (document starts) also which base state each token
+  reads (`_reset_coefficients`).
   """
   if reset is not None:
-    return _reset_coefficients(theta, log_eta, log_keep, write, reset)
+    return jax.tree.map(lambda c: _saved(c, "coefficients"),
+                        _reset_coefficients(theta, log_eta, log_keep, write, reset))
   momentum_decay = segment_products(log_eta)   # E_{j->i} at [i, j]
   keep = segment_products(log_keep)            # A_{m->i} at [i, m]
   momentum_from_start = jnp.exp(jnp.cumsum(log_eta))  # E_{0->i}
-  keep_from_start = jnp.exp(jnp.cumsum(log_keep))     # A_{0->i}
   keep_written = keep * write[None, :]
   coeff = (keep_written @ momentum_decay) * theta[None, :]   # C[i, j]
-  carried_momentum = keep_written @ momentum_from_start      # D_i
   last_momentum = theta * momentum_decay[-1]                 # theta_j E_{j->b}
-  return coeff, carried_momentum, keep_from_start, momentum_from_start, last_momentum
+  if factors is None:
+    keep_from_start = _saved(jnp.exp(jnp.cumsum(log_keep)), "coefficients")  # A_{0->i}
+    carried_momentum = _saved(keep_written @ momentum_from_start, "coefficients")  # D_i
+  else:
+    keep_from_start, carried_momentum = factors
+  return (_saved(coeff, "coefficients"), carried_momentum, keep_from_start,
+          _saved(momentum_from_start, "coefficients"), _saved(last_momentum, "coefficients"))
 
 
 def _reset_coefficients(theta, log_eta, log_keep, write, reset):
@@ -261,7 +276,8 @@ def _chunk_step(config, transposed, carry, chunk):
   q, k, v, gate_terms, completes = chunk
   # Gate-only terms, per chunk inside the scan (never a chunks x b x b array up front); each
   # chunk keeps its own for the backward pass (SAVED_FOR_BACKWARD), b x b per (row, head).
-  coefficients = jax.tree.map(lambda c: _saved(c, "coefficients"), _chunk_coefficients(*gate_terms))
+  # Without document starts the reads' factors A_{0->i}, D_i come in with the chunk.
+  coefficients = _chunk_coefficients(*gate_terms)
   coeff, carried_momentum, keep_from_start, momentum_from_start, last_momentum = coefficients[:5]
   resets = len(coefficients) > 5
   forward_backward = lambda w, first_z=None: _keys_forward_backward(
@@ -332,9 +348,9 @@ def _chunk_step(config, transposed, carry, chunk):
     h, delta = layer_inputs[index], deltas[index]
     layout = transposed[index]
     w_end.append(keep_from_start[-1] * w_base[index] + carried_momentum[-1] * s_base[index]
-                 + _scaled_outer(minus_last_coeff, h, delta, layout))
+                 + _outer(h, minus_last_coeff * delta, layout))
     s_end.append(momentum_from_start[-1] * s_base[index]
-                 + _scaled_outer(minus_last_momentum, h, delta, layout))
+                 + _outer(h, minus_last_momentum * delta, layout))
   w_end, s_end = tuple(w_end), tuple(s_end)
   # The next chunk's gradients are taken where this chunk ends, once it is complete.
   w_grad_next = (jax.tree.map(lambda a, b: jnp.where(completes, a, b), w_end, w_grad_last)
@@ -517,6 +533,8 @@ def _memory_apply_jit(config, chunk_offset, state, q, k, v, theta, eta, alpha, r
   if resets is not None:  # padding never starts a document
     resets = jnp.broadcast_to(resets[:, None, :], theta.shape)
     gate_terms.append(chunked(place(resets.astype(dtype), 0.0)) > 0)
+  else:  # the reads' per-token factors, for all chunks before the scan
+    gate_terms += [None, read_factors(*gate_terms[1:4])]
   chunks = (chunked(place(q, 0.0)), chunked(place(k, 0.0)), chunked(place(v, 0.0)),
             tuple(gate_terms), completes)
 
