@@ -346,3 +346,22 @@ def test_bad_state_and_offsets():
   with pytest.raises(ValueError, match="residual"):
     memory_apply(dataclasses.replace(config, residual=True), state,
                  *inputs[:2], inputs[2][..., :3], *inputs[3:])
+
+
+def test_read_factors_equal_the_chunk_closed_form():
+  """A_{0->i} and D_i computed before the scan (associative scan) match the chunk's
+  closed form (segment products), zero gates and padding included."""
+  key = jax.random.split(jax.random.key(3), 3)
+  b = 16
+  eta = jax.random.uniform(key[0], (5, b)).at[1, 3].set(0.0)
+  alpha = jax.random.uniform(key[1], (5, b)).at[2, 7].set(1.0)  # a full forget: keep = 0
+  write = (jax.random.uniform(key[2], (5, b)) > 0.2).astype(jnp.float32)
+  log_eta, log_keep = memory_module.safe_log(eta), memory_module.safe_log(1.0 - alpha)
+  theta = jnp.ones((5, b))
+  keep_from_start, carried = memory_module.read_factors(log_eta, log_keep, write)
+  closed = jax.vmap(memory_module._chunk_coefficients)(theta, log_eta, log_keep, write)
+  np.testing.assert_allclose(keep_from_start, closed[2], rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(carried, closed[1], rtol=1e-5, atol=1e-6)
+  assert np.all(np.isfinite(np.asarray(jax.grad(
+      lambda le, lk: memory_module.read_factors(le, lk, write)[1].sum(), argnums=(0, 1))(
+          log_eta, log_keep))))
