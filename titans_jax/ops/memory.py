@@ -315,9 +315,10 @@ def _chunk_step(config, transposed, carry, chunk):
     x = q
     for index in range(config.depth):
       # x W_i without W_i: decayed running weights + carried momentum + this chunk's updates.
-      # The per-token factors A_{0->i}, D_i scale the rows of x before the matmuls, not the
-      # products after: their gradients are then row sums of d(A x) x, and no matmul
-      # result has to be kept for them. The update's sign rides on the b x b coefficients.
+      # The per-token factors A_{0->i}, D_i scale the narrower side of each read
+      # (`_scaled_read`): for a layer at least as wide out as in, the rows of x, so no
+      # matmul result is kept for their gradients. The update's sign rides on the b x b
+      # coefficients.
       if index == 0 and first_reads is not None:
         x_w_run = first_reads
       else:
