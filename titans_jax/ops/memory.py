@@ -246,18 +246,19 @@ def _pick(flag, when_true, when_false):
   return tuple(jnp.where(flag, a, b) for a, b in zip(when_true, when_false))
 
 
-def _scales_input(x, d_out) -> bool:
-  """Whether a per-token factor scales a layer's input rows rather than its output rows."""
-  return x.shape[-1] <= d_out
+def _scales_input(w, transposed) -> bool:
+  """Whether a per-token factor scales a layer's input rows rather than its output rows:
+  the layer (stored as w) is at least as wide out as in."""
+  d_in, d_out = w.shape[-2:][::-1] if transposed else w.shape[-2:]
+  return d_in <= d_out
 
 
-def _scaled_read(factor, x, read, name):
+def _scaled_read(factor, x, read, scales_input, name):
   """factor[:, None] * read(x) for a linear read [b, d_in] -> [b, d_out], on the narrower side.
 
   The factor's gradient is a row sum over that side: scaling the input rows needs no
   matmul result kept for the backward pass; scaling the output keeps read(x) (`name`)."""
-  d_out = jax.eval_shape(read, x).shape[-1]
-  if _scales_input(x, d_out):
+  if scales_input:
     return read(factor[:, None] * x)
   return factor[:, None] * _saved(read(x), name)
 
@@ -288,11 +289,11 @@ def _chunk_step(config, transposed, carry, chunk):
     # Keys and queries meet the same first-layer weights here: one matmul of twice the rows
     # (and one weight gradient in the backward pass instead of two summed). The queries come
     # already scaled by A_{0->i} (see the token reads below).
-    d_out = w_run[0].shape[-2 if transposed[0] else -1]
-    reads_in = keep_from_start[:, None] * q if _scales_input(q, d_out) else q
+    scales_input = _scales_input(w_run[0], transposed[0])
+    reads_in = keep_from_start[:, None] * q if scales_input else q
     keys_z, first_reads = jnp.split(
         _times(jnp.concatenate([k, reads_in]), w_run[0], transposed[0]), 2)
-    if not _scales_input(q, d_out):
+    if not scales_input:
       first_reads = keep_from_start[:, None] * _saved(first_reads, "reads_w")
     layer_inputs, deltas = forward_backward(w_grad, keys_z)
   else:
@@ -319,13 +320,14 @@ def _chunk_step(config, transposed, carry, chunk):
       # (`_scaled_read`): for a layer at least as wide out as in, the rows of x, so no
       # matmul result is kept for their gradients. The update's sign rides on the b x b
       # coefficients.
+      scales_input = _scales_input(w_run[index], transposed[index])
       if index == 0 and first_reads is not None:
         x_w_run = first_reads
       else:
         x_w_run = _scaled_read(keep_from_start, x, lambda y: base_read(
-            y, index, w_run, w_reset if resets else None), "reads_w")
+            y, index, w_run, w_reset if resets else None), scales_input, "reads_w")
       x_s_run = _scaled_read(carried_momentum, x, lambda y: base_read(
-          y, index, s_run, s_reset if resets else None), "reads_s")
+          y, index, s_run, s_reset if resets else None), scales_input, "reads_s")
       x_h = _saved(x @ layer_inputs[index].T, "reads_xh")
       z = x_w_run + x_s_run + ((-coeff) * x_h) @ deltas[index]
       x = activation(_saved(z, "reads_z")) if index < config.depth - 1 else z
