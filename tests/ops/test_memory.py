@@ -139,7 +139,10 @@ def test_causal(retrieval):
     state = init_memory_state(weights, batch_size=2)
     y, _ = memory_apply(config, state, *inputs)
     t = 9
-    changed = [x.at[:, :, t].add(0.5) for x in inputs[1:]]
+    k, v, *gates = inputs[1:]
+    # k and v shifted; each gate moved inside its domain (theta >= 0, eta and alpha in [0, 1])
+    changed = [x.at[:, :, t].add(0.5) for x in (k, v)]
+    changed += [g.at[:, :, t].set(0.5 * g[:, :, t] + 0.25) for g in gates]
     y_changed, _ = memory_apply(config, state, inputs[0], *changed)
     visible = t + 1 if retrieval == "token" else (t // 4 + 1) * 4
     np.testing.assert_array_equal(y_changed[:, :, :t], y[:, :, :t])
@@ -210,7 +213,9 @@ def test_vmap_over_an_extra_axis():
   config = MemoryConfig(depth=2, chunk_size=4)
   weights, inputs = make_inputs(11, config, length=10, dtype=jnp.float32)
   state = init_memory_state(weights, batch_size=2)
-  stacked = [jnp.stack([x, 2 * x]) for x in inputs]
+  q, k, v, *gates = inputs
+  # the second copy: q, k, v doubled, gates squared (which keeps them in their domain)
+  stacked = [jnp.stack([x, 2 * x]) for x in (q, k, v)] + [jnp.stack([g, g * g]) for g in gates]
   y = jax.vmap(lambda *x: memory_apply(config, state, *x)[0])(*stacked)
   for index in range(2):
     expected, _ = memory_apply(config, state, *[x[index] for x in stacked])
@@ -331,6 +336,29 @@ def test_bad_inputs(index, bad, message):
   for op in (memory_apply, memory_apply_reference):
     with pytest.raises(ValueError, match=message):
       op(config, state, *inputs)
+
+
+@pytest.mark.parametrize("index,bad,message", [
+    (4, lambda x: x.at[0, 0, 3].set(-0.1), r"eta has values in \[-0.1, .*expected values in \[0, 1\]"),
+    (5, lambda x: x.at[1, 0, 0].set(1.5), r"alpha has values in .*1.5\]; expected values in \[0, 1\]"),
+    (3, lambda x: x.at[0, 1, 2].set(-1.0), r"theta has values in \[-1, .*expected values in \[0, inf\]"),
+    (3, lambda x: x.at[0, 0, 0].set(jnp.nan), "theta holds NaN or inf"),
+    (2, lambda x: x.at[0, 0, 0, 0].set(jnp.inf), "v holds NaN or inf"),
+])
+def test_bad_values(index, bad, message):
+  """Gates outside the spec's domain (the log-space products would read a negative eta or
+  1 - alpha as a zero gate) and non-finite inputs: a ValueError on concrete values."""
+  config, state, inputs = _good()
+  for op in (memory_apply, memory_apply_reference):
+    op(config, state, *inputs)  # the good inputs pass, the range ends included
+  inputs[4] = inputs[4].at[0, 0, 0].set(1.0)
+  inputs[5] = inputs[5].at[0, 0, 0].set(0.0)
+  memory_apply(config, state, *inputs)
+  inputs[index] = bad(inputs[index])
+  for op in (memory_apply, memory_apply_reference):
+    with pytest.raises(ValueError, match=message):
+      op(config, state, *inputs)
+  jax.jit(lambda *x: memory_apply(config, state, *x)[0])(*inputs)  # traced: values unknown
 
 
 def test_bad_state_and_offsets():
