@@ -341,24 +341,47 @@ def test_bad_inputs(index, bad, message):
 @pytest.mark.parametrize("index,bad,message", [
     (4, lambda x: x.at[0, 0, 3].set(-0.1), r"eta has values in \[-0.1, .*expected values in \[0, 1\]"),
     (5, lambda x: x.at[1, 0, 0].set(1.5), r"alpha has values in .*1.5\]; expected values in \[0, 1\]"),
-    (3, lambda x: x.at[0, 1, 2].set(-1.0), r"theta has values in \[-1, .*expected values in \[0, inf\]"),
-    (3, lambda x: x.at[0, 0, 0].set(jnp.nan), "theta holds NaN or inf"),
-    (2, lambda x: x.at[0, 0, 0, 0].set(jnp.inf), "v holds NaN or inf"),
+    (3, lambda x: x.at[0, 1, 2].set(-1.0).at[0, 0, 0].set(jnp.nan),
+     r"theta has values in \[-1, .*expected values in \[0, inf\]"),
 ])
-def test_bad_values(index, bad, message):
-  """Gates outside the spec's domain (the log-space products would read a negative eta or
-  1 - alpha as a zero gate) and non-finite inputs: a ValueError on concrete values."""
+def test_bad_gate_values(index, bad, message):
+  """Gates outside the spec's domain: a ValueError on concrete values (traced ones are
+  `test_nan_and_out_of_domain_gates_reach_the_outputs`)."""
   config, state, inputs = _good()
+  inputs[4] = inputs[4].at[0, 0, 0].set(1.0)  # the ends of the domain pass
+  inputs[5] = inputs[5].at[0, 0, 0].set(0.0).at[0, 0, 1].set(1.0)
   for op in (memory_apply, memory_apply_reference):
-    op(config, state, *inputs)  # the good inputs pass, the range ends included
-  inputs[4] = inputs[4].at[0, 0, 0].set(1.0)
-  inputs[5] = inputs[5].at[0, 0, 0].set(0.0)
-  memory_apply(config, state, *inputs)
+    op(config, state, *inputs)
   inputs[index] = bad(inputs[index])
   for op in (memory_apply, memory_apply_reference):
     with pytest.raises(ValueError, match=message):
       op(config, state, *inputs)
+  with pytest.raises(ValueError, match=message):  # concrete gates, constants of a trace
+    jax.jit(lambda q: memory_apply(config, state, q, *inputs[1:])[0])(inputs[0])
   jax.jit(lambda *x: memory_apply(config, state, *x)[0])(*inputs)  # traced: values unknown
+
+
+@pytest.mark.parametrize("retrieval", ["token", "chunk"])
+@pytest.mark.parametrize("gate,value", [(3, jnp.nan), (4, jnp.nan), (5, jnp.nan), (4, -0.5),
+                                        (5, 1.5)], ids=["theta_nan", "eta_nan", "alpha_nan",
+                                                        "eta_negative", "alpha_above_1"])
+def test_nan_and_out_of_domain_gates_reach_the_outputs(retrieval, gate, value):
+  """Under jit (no value checks) a NaN gate, or one the log-space products cannot take,
+  turns the outputs NaN from the token it reaches on, as in the token loop for NaN; never
+  a finite output from a gate read as zero. Earlier chunks stay finite."""
+  b, t = 4, 9
+  config = MemoryConfig(depth=2, chunk_size=b, retrieval=retrieval)
+  weights, inputs = make_inputs(21, config, length=16, dtype=jnp.float32)
+  state = init_memory_state(weights, batch_size=2)
+  inputs = list(inputs)
+  inputs[gate] = inputs[gate].at[:, :, t].set(value)
+  y = np.asarray(jax.jit(lambda *x: memory_apply(config, state, *x)[0])(*inputs))
+  first_nan = t if retrieval == "token" else (t // b + 1) * b  # the first output that reads it
+  assert np.all(np.isnan(y[:, :, first_nan:])), np.isnan(y).any(axis=-1)
+  assert np.all(np.isfinite(y[:, :, :(t // b) * b]))
+  if np.isnan(value):
+    y_ref = np.asarray(jax.jit(lambda *x: memory_apply_reference(config, state, *x)[0])(*inputs))
+    assert np.all(np.isnan(y_ref[:, :, first_nan:])) and np.all(np.isfinite(y_ref[:, :, :t]))
 
 
 def test_bad_state_and_offsets():

@@ -103,9 +103,13 @@ def _outer(h, delta, transposed):
 
 
 def safe_log(x):
-  """log(x) with exact -inf at 0 and finite gradients everywhere else."""
+  """log(x) with exact -inf at 0 and finite gradients everywhere else.
+
+  NaN for a NaN or negative x (a gate outside its domain), as log gives: the products
+  then turn the outputs NaN, where reading it as a zero gate would hide it."""
   positive = x > 0
-  return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), -jnp.inf)
+  outside = jnp.where(x == 0, -jnp.inf, jnp.nan).astype(x.dtype)
+  return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), outside)
 
 
 def segment_products(log_gate):
