@@ -426,19 +426,22 @@ def _markdown(rows, peak_flops) -> str:
            "'N dev': the same step on N CPU devices, batch rows split over them; every worker's "
            f"malloc: {allocator_setting()}",
            "",
-           "| impl | variant | tokens | tokens/s | peak RSS GB | GFLOP/s | % of peak | x peer default |",
-           "|---|---|---|---|---|---|---|---|"]
+           "| impl | variant | tokens | tokens/s | peak RSS GB | MFLOP/token | GFLOP/s | % of peak "
+           "| x peer default |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for row in rows:
     if row["error"]:
       lines.append(f"| {row['impl']} | {_variant(row)} | {row['length']} | {row['error']} | "
-                   f"{row['peak_rss_gb']:.2f} | | | |")
+                   f"{row['peak_rss_gb']:.2f} | | | | |")
       continue
+    # Training FLOPs per token (3 x the analytic forward count), the numerator of "% of peak".
+    per_token = f"{row['flops_per_token'] / 1e6:.2f}" if "flops_per_token" in row else ""
     gflops = f"{row['gflops_per_second']:.1f}" if "gflops_per_second" in row else ""
     fraction = f"{100 * row['fraction_of_peak']:.0f}%" if "fraction_of_peak" in row else ""
     speedup = f"{row['speedup_vs_peer_default']:.2f}" if "speedup_vs_peer_default" in row else ""
     lines.append(f"| {row['impl']} | {_variant(row)} | {row['length']} | "
-                 f"{row['tokens_per_second']:.0f} | {row['peak_rss_gb']:.2f} | {gflops} | "
-                 f"{fraction} | {speedup} |")
+                 f"{row['tokens_per_second']:.0f} | {row['peak_rss_gb']:.2f} | {per_token} | "
+                 f"{gflops} | {fraction} | {speedup} |")
   return "\n".join(lines)
 
 

@@ -26,6 +26,14 @@ def test_memory_benchmark_quick(tmp_path):
     assert 0 < row["fraction_of_peak"] < 1
   table = open(tmp_path / "memory_benchmark.md").read()
   assert "| titans_jax | token | 128 |" in table and "| titans_jax | token, 2 dev | 128 |" in table
+  # The analytic training FLOPs per token are printed with each row, and "% of peak" uses them.
+  header = next(line for line in table.splitlines() if line.startswith("| impl |")).split(" | ")
+  ours = next(line for line in table.splitlines() if line.startswith("| titans_jax | token | 128 |"))
+  column = dict(zip(header, ours.split(" | ")))
+  flops = rows[1]["flops_per_token"]
+  assert float(column["MFLOP/token"]) == round(flops / 1e6, 2), column
+  fraction = flops * rows[1]["tokens_per_second"] / result["matmul_peak_flops"]
+  assert abs(rows[1]["fraction_of_peak"] - fraction) < 1e-12
   assert any(line.startswith("FAIL: [2 CPU devices]") or line.startswith("PASS: [2 CPU devices]")
              for line in result["targets"])
 
