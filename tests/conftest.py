@@ -88,3 +88,16 @@ def local_hub(monkeypatch, tmp_path):
   monkeypatch.setattr(datasets.config, "DOWNLOADED_DATASETS_PATH", cache / "downloads")
   monkeypatch.setattr(datasets.config, "EXTRACTED_DATASETS_PATH", cache / "downloads" / "extracted")
   return write_hub_repo
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _free_compiled_programs():
+  """Drops the in-memory compiled programs after each test file (the disk cache keeps
+  them). Each XLA:CPU executable holds tens of memory mappings and one worker compiles
+  thousands: left cached they climbed to ~31K of the kernel's default 65,530
+  (vm.max_map_count), past which LLVM fails with 'Cannot allocate memory'."""
+  yield
+  import sys
+
+  if "jax" in sys.modules:
+    sys.modules["jax"].clear_caches()
