@@ -209,6 +209,39 @@ def test_extreme_gates_have_finite_gradients():
   np.testing.assert_allclose(y_fast, y_ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("inside", [1e-7, 0.0], ids=["near_the_ends", "at_the_ends"])
+def test_gradients_match_reference_at_gate_domain_ends(inside):
+  """eta = inside and alpha = 1 - inside at some tokens. Near the ends the log-space
+  products' gradients (P / gate) stay exact. At the ends every gradient but that of the
+  end gates themselves (0 there: the README's op notes) equals the token loop's."""
+  config = MemoryConfig(depth=2, chunk_size=4)
+  with jax.enable_x64(True):
+    weights, inputs = make_inputs(12, config, batch=1, heads=2, length=13)
+    inputs = list(inputs)
+    end_eta = np.zeros(inputs[4].shape, bool)
+    end_eta[:, :, 2::3] = True
+    end_alpha = np.zeros(inputs[5].shape, bool)
+    end_alpha[:, :, 1::4] = True
+    inputs[4] = jnp.where(end_eta, inside, inputs[4])
+    inputs[5] = jnp.where(end_alpha, 1.0 - inside, inputs[5])
+
+    def loss(op, weights, inputs):
+      y, state = op(config, init_memory_state(weights, batch_size=1), *inputs)
+      return jnp.sum(jnp.sin(y)) + jnp.sum(state.weights[0] ** 2) + jnp.sum(state.momentum[1])
+
+    g_fast = jax.grad(lambda w, x: loss(memory_apply, w, x), argnums=(0, 1))(weights, inputs)
+    g_ref = jax.grad(lambda w, x: loss(memory_apply_reference, w, x), argnums=(0, 1))(weights,
+                                                                                   inputs)
+    for a, b in zip(jax.tree.leaves(g_fast[0]) + list(g_fast[1][:4]),
+                    jax.tree.leaves(g_ref[0]) + list(g_ref[1][:4])):
+      np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10)
+    for index, ends in ((4, end_eta), (5, end_alpha)):
+      keep = ~ends if inside == 0.0 else np.ones_like(ends)
+      np.testing.assert_allclose(np.asarray(g_fast[1][index])[keep],
+                                 np.asarray(g_ref[1][index])[keep], rtol=1e-7, atol=1e-10)
+      assert np.all(np.isfinite(g_fast[1][index]))
+
+
 def test_vmap_over_an_extra_axis():
   config = MemoryConfig(depth=2, chunk_size=4)
   weights, inputs = make_inputs(11, config, length=10, dtype=jnp.float32)

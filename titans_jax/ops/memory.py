@@ -106,7 +106,9 @@ def safe_log(x):
   """log(x) with exact -inf at 0 and finite gradients everywhere else.
 
   NaN for a NaN or negative x (a gate outside its domain), as log gives: the products
-  then turn the outputs NaN, where reading it as a zero gate would hide it."""
+  then turn the outputs NaN, where reading it as a zero gate would hide it. At x = 0 the
+  gradient is 0, so a product's gradient into a zero gate is 0 (exp(sum log) / gate has
+  no value there; the token loop's is the product of the other gates)."""
   positive = x > 0
   outside = jnp.where(x == 0, -jnp.inf, jnp.nan).astype(x.dtype)
   return jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), outside)
