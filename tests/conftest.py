@@ -97,7 +97,6 @@ def _free_compiled_programs():
   thousands: left cached they climbed to ~31K of the kernel's default 65,530
   (vm.max_map_count), past which LLVM fails with 'Cannot allocate memory'."""
   yield
-  import sys
+  import jax  # here, not at the top: XLA_FLAGS above must be set before JAX starts
 
-  if "jax" in sys.modules:
-    sys.modules["jax"].clear_caches()
+  jax.clear_caches()
