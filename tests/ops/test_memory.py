@@ -394,6 +394,20 @@ def test_bad_gate_values(index, bad, message):
   jax.jit(lambda *x: memory_apply(config, state, *x)[0])(*inputs)  # traced: values unknown
 
 
+def test_bad_gate_values_are_checked_in_their_own_dtype():
+  """A float64 gate just outside its domain is caught (not rounded into it first)."""
+  config = MemoryConfig(depth=1, chunk_size=2)
+  with jax.enable_x64(True):
+    weights, inputs = make_inputs(16, config, length=4)
+    state = init_memory_state(weights, batch_size=2)
+    inputs = list(inputs)
+    for index, value in ((4, -1e-300), (5, 1.0 + 1e-12)):
+      bad = list(inputs)
+      bad[index] = bad[index].at[0, 0, 1].set(value)
+      with pytest.raises(ValueError, match="expected values in \\[0, 1\\]"):
+        memory_apply(config, state, *bad)
+
+
 @pytest.mark.parametrize("retrieval", ["token", "chunk"])
 @pytest.mark.parametrize("gate,value", [(3, jnp.nan), (4, jnp.nan), (5, jnp.nan), (4, -0.5),
                                         (5, 1.5)], ids=["theta_nan", "eta_nan", "alpha_nan",

@@ -209,8 +209,9 @@ def _validate_gate_values(**gates) -> None:
   if any(isinstance(x, jax.core.Tracer) for x in gates.values()):
     return
   for name, x in gates.items():
-    # On the host: concrete gates can also be constants of an enclosing trace.
-    values = np.asarray(x, np.float32)
+    # On the host: concrete gates can also be constants of an enclosing trace. float64
+    # holds every gate dtype exactly (a float32 cast would turn -1e-300 into -0.0).
+    values = np.asarray(x, np.float64)
     if values.size == 0:
       continue
     low, high = np.fmin.reduce(values, axis=None), np.fmax.reduce(values, axis=None)  # NaN skipped
