@@ -152,8 +152,8 @@ def base_config(model: dict | None = None) -> ml_collections.ConfigDict:
 
   # Device mesh sizes; one may be -1 (all remaining devices).
   config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
-  # XLA's SPMD partitioner: "gspmd" or "shardy" (see titans_jax.sharding.use_partitioner).
-  config.partitioner = "gspmd"
+  # XLA's SPMD partitioner: "shardy", or "gspmd" on jax < 0.12 (titans_jax.sharding.use_partitioner).
+  config.partitioner = "shardy"
   # Pin activations by their logical names too (the rules below). Off by default: with
   # jax 0.10 on CPU, XLA mis-partitioned a MAC whose activations were pinned to the
   # batch axes (1% loss error on a (2, 2, 2) mesh); parameters and inputs alone let the

@@ -64,20 +64,31 @@ def mesh_shape(requested: dict, device_count: int) -> tuple[int, ...]:
 PARTITIONERS = ("gspmd", "shardy")
 
 
+def has_gspmd() -> bool:
+  """Whether this JAX can still compile with GSPMD: from jax 0.12 Shardy is always on and
+  `jax_use_shardy_partitioner` is accepted but does nothing."""
+  version = tuple(int(part) for part in jax.__version__.split(".")[:2])
+  return version < (0, 12) and hasattr(jax.config, "jax_use_shardy_partitioner")
+
+
+def validate_partitioner(name: str) -> None:
+  if name not in PARTITIONERS:
+    raise ValueError(f"partitioner={name!r} is unknown; expected one of {PARTITIONERS}")
+  if name == "gspmd" and not has_gspmd():
+    raise ValueError(f"partitioner='gspmd': jax {jax.__version__} has no GSPMD partitioner "
+                     "(Shardy only, from jax 0.12); set partitioner='shardy'")
+
+
 def use_partitioner(name: str) -> None:
   """Chooses XLA's SPMD partitioner for everything compiled from here on.
 
-  GSPMD by default: with jax 0.10 on CPU, Shardy gave a Titans MAC gradients that
-  differ from one device by ~10% on a (2, 2, 2) mesh (data x fsdp x tensor), while
-  GSPMD matches to 1e-7 (tests/train/test_distributed.py checks it).
+  Shardy by default, the only one from jax 0.12 on; GSPMD stays selectable on older JAX.
+  Both give one device's gradients on a (2, 2, 2) mesh (tests/train/test_distributed.py,
+  which once caught Shardy mis-partitioning MAC's memory read: see MACMixer._piece).
   """
-  if name not in PARTITIONERS:
-    raise ValueError(f"partitioner={name!r} is unknown; expected one of {PARTITIONERS}")
-  try:
+  validate_partitioner(name)
+  if has_gspmd():
     jax.config.update("jax_use_shardy_partitioner", name == "shardy")
-  except AttributeError:  # a JAX without the switch has only Shardy
-    if name == "gspmd":
-      raise ValueError("this JAX has no GSPMD partitioner; set partitioner='shardy'") from None
 
 
 def make_mesh(requested: dict, devices: Sequence | None = None) -> jax.sharding.Mesh:
@@ -107,6 +118,30 @@ def state_shardings(state, mesh, rules):
     specs = nnx.get_partition_spec(state)
   return jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs,
                       is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
+def _path_name(path) -> str:
+  """'layers/0/mixer/...' of a pytree key path (an nnx Variable's trailing .value dropped)."""
+  keys = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
+  return "/".join(keys[:-1] if keys and keys[-1] == "value" else keys)
+
+
+def check_divisible(state, shardings) -> None:
+  """A ValueError naming the first leaf whose sharded axis the mesh does not divide (jax
+  would refuse it only when the sharded init runs, with the internal pytree path)."""
+  leaves = jax.tree_util.tree_leaves_with_path(state)
+  for (path, leaf), where in zip(leaves, jax.tree.leaves(shardings)):
+    for axis, mesh_axes in enumerate(where.spec):
+      if mesh_axes is None or axis >= len(leaf.shape):
+        continue
+      names = (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes)
+      ways = math.prod(where.mesh.shape[name] for name in names)
+      if leaf.shape[axis] % ways:
+        raise ValueError(
+            f"{_path_name(path)} has shape {tuple(leaf.shape)}: its axis {axis} "
+            f"({leaf.shape[axis]}) is split over mesh axes {names} = {ways} devices, which do not "
+            f"divide it; use a mesh whose {' x '.join(names)} divides {leaf.shape[axis]}, or a "
+            "model size that is a multiple")
 
 
 def batch_sharding(mesh) -> NamedSharding:

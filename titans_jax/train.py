@@ -94,6 +94,7 @@ def validate(config, workdir: str) -> None:
     raise ValueError(f"train.early_stopping_patience={patience} needs a validation split apart "
                      f"from the test split, which data.source={config.data.source!r} does not "
                      f"have; expected one of {data.registry.VALIDATION_SOURCES} or patience 0")
+  sharding.validate_partitioner(config.get("partitioner", "shardy"))
   _validate_objective(config)
 
 
@@ -208,7 +209,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   primary = jax.process_index() == 0
-  sharding.use_partitioner(config.get("partitioner", "gspmd"))
+  sharding.use_partitioner(config.get("partitioner", "shardy"))
   mesh = sharding.make_mesh(config.mesh.to_dict())
   rules = sharding.logical_rules(config.logical_axis_rules)
   batch_split = sharding.batch_divisor(mesh)
@@ -244,6 +245,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   # Shapes and shardings first: nothing is allocated until the sharded init below.
   graphdef, abstract_state = nnx.split(nnx.eval_shape(create_objects))
   state_shardings = sharding.state_shardings(abstract_state, mesh, rules)
+  sharding.check_divisible(abstract_state, state_shardings)
   batch_sharding = sharding.batch_sharding(mesh)
   num_params = sum(x.size for x in jax.tree.leaves(nnx.state(abstract_state, nnx.Param)))
 

@@ -1,9 +1,9 @@
 """Run as a subprocess with 8 CPU devices: trains a model on a (2, 2, 2) mesh and
 prints every parameter's sharding next to what the logical rules say (JSON).
 
-  python tests/train/sharding_probe.py WORKDIR [tiny|zoo] [8|1]
-tiny: TinyLM (plus a bad-batch check); zoo: a tiny Titans MAC from the zoo, whose
-activations carry sharding constraints too. The last argument: devices (1 = one device).
+  python tests/train/sharding_probe.py WORKDIR [tiny|zoo] [8|1] [shardy|gspmd]
+tiny: TinyLM (plus bad-batch and bad-mesh checks); zoo: a tiny Titans MAC from the zoo.
+Then the devices (1 = one device) and the SPMD partitioner.
 """
 
 import json
@@ -13,6 +13,7 @@ import jax
 
 MODEL = sys.argv[2] if len(sys.argv) > 2 else "tiny"
 DEVICES = int(sys.argv[3]) if len(sys.argv) > 3 else 8
+PARTITIONER = sys.argv[4] if len(sys.argv) > 4 else "shardy"
 jax.config.update("jax_num_cpu_devices", DEVICES)
 
 from flax import nnx  # noqa: E402
@@ -29,6 +30,7 @@ def zoo_config(mesh):
   config.train.update(steps=4, global_batch_size=4, log_every=1, eval_every=0, checkpoint_every=4)
   config.optimizer.update(warmup_steps=1, learning_rate=1e-2)
   config.mesh.update(mesh)
+  config.partitioner = PARTITIONER
   return config
 
 
@@ -60,6 +62,12 @@ def main(workdir):
     report["bad_batch_error"] = None
   except ValueError as error:
     report["bad_batch_error"] = str(error)
+  try:  # a width-10 model: its mlp axis (20) split over tensor = 8 devices
+    bad = tiny_config(**{"mesh.tensor": 8, "model.width": 10})
+    train.train_and_evaluate(bad, workdir + "_bad_mesh", model_builder=build_tiny)
+    report["bad_mesh_error"] = None
+  except ValueError as error:
+    report["bad_mesh_error"] = str(error)
   print("PROBE " + json.dumps(report, default=str))
 
 

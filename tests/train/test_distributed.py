@@ -10,8 +10,9 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
-from titans_jax import checkpointing, metrics
+from titans_jax import checkpointing, metrics, sharding
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = "--config=tests/train/tiny_experiment.py"
@@ -40,6 +41,9 @@ def test_mesh_2x2x2_matches_one_device_and_follows_the_rules(tmp_path):
   assert probe.returncode == 0, probe.stderr[-3000:]
   report = json.loads(probe.stdout.split("PROBE ", 1)[1])
   assert "does not divide" in report.pop("bad_batch_error")
+  bad_mesh = report.pop("bad_mesh_error")
+  assert bad_mesh is not None and "down/kernel has shape (20, 10)" in bad_mesh, bad_mesh
+  assert "('tensor',) = 8 devices" in bad_mesh, bad_mesh
   for name, entry in report.items():
     assert entry["actual"] == entry["expected"], name
   assert report["embed/embedding"]["actual"] == ["tensor", "fsdp"]
@@ -47,17 +51,20 @@ def test_mesh_2x2x2_matches_one_device_and_follows_the_rules(tmp_path):
   np.testing.assert_allclose(losses(tmp_path / "mesh"), losses(tmp_path / "single"), rtol=1e-5)
 
 
-def run_probe(workdir, model, devices):
+def run_probe(workdir, model, devices, partitioner="shardy"):
   probe = subprocess.run([sys.executable, "tests/train/sharding_probe.py", str(workdir), model,
-                          str(devices)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=240)
+                          str(devices), partitioner], cwd=ROOT, env=ENV, capture_output=True,
+                         text=True, timeout=240)
   assert probe.returncode == 0, probe.stderr[-3000:]
   return json.loads(probe.stdout.split("PROBE ", 1)[1])
 
 
-def test_zoo_titans_on_a_2x2x2_mesh_matches_one_device(tmp_path):
+# Shardy everywhere; GSPMD too where this JAX still has it (before 0.12).
+@pytest.mark.parametrize("partitioner", ["shardy"] + (["gspmd"] if sharding.has_gspmd() else []))
+def test_zoo_titans_on_a_2x2x2_mesh_matches_one_device(tmp_path, partitioner):
   # Given a tiny Titans MAC from the zoo, trained on 8 devices and on one
-  report = run_probe(tmp_path / "mesh", "zoo", 8)
-  run_probe(tmp_path / "single", "zoo", 1)
+  report = run_probe(tmp_path / "mesh", "zoo", 8, partitioner)
+  run_probe(tmp_path / "single", "zoo", 1, partitioner)
   # Then every parameter is placed as its logical names say, and the losses agree
   for name, entry in report.items():
     assert entry["actual"] == entry["expected"], name

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.train.tiny_model import build_tiny, tiny_config
-from titans_jax import checkpointing, metrics, train
+from titans_jax import checkpointing, metrics, sharding, train
 
 
 def losses(workdir):
@@ -98,11 +98,20 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     ({"data.source": "text", "data.train_path": "x.txt"}, "vocab_size"),
     ({"data.source": "webdataset"}, "unknown"),
     ({"train.steps": 0}, "train.steps"),
+    ({"partitioner": "pjit"}, "partitioner='pjit' is unknown"),
 ])
 def test_bad_input_is_a_clear_error(tmp_path, overrides, message):
   with pytest.raises(ValueError, match=message):
     run(tmp_path, **overrides)
   assert not os.path.exists(tmp_path / "checkpoints" / "1")
+
+
+def test_gspmd_is_refused_where_this_jax_has_only_shardy(tmp_path):
+  if sharding.has_gspmd():  # jax < 0.12: GSPMD trains
+    run(tmp_path, partitioner="gspmd", **{"train.steps": 1, "train.eval_every": 0})
+  else:
+    with pytest.raises(ValueError, match="no GSPMD partitioner.*set partitioner='shardy'"):
+      run(tmp_path, partitioner="gspmd")
 
 
 def test_empty_workdir_is_an_error():

@@ -43,6 +43,9 @@ def tiny_config(**overrides):
   config.optimizer.warmup_steps = 2
   config.optimizer.learning_rate = 1e-2
   for key, value in overrides.items():
+    if "." not in key:  # a top-level field (e.g. partitioner)
+      config[key] = value
+      continue
     section, field = key.split(".")
     config[section][field] = value
   return config

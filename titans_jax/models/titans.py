@@ -167,8 +167,13 @@ class MACMixer(nnx.Module):
 
     # Eqs. 22-23: attention over [persistent || h || segment], causal inside the segment.
     q, q_plain = attention.queries(x, positions)
-    new = dict(zip(("x_k", "x_v"), attention.keys_values(x, positions)))
-    new.update(zip(("h_k", "h_v"), attention.keys_values(h, positions)))
+    # h and x through the key / value projections as one [B, 2T] input. Projected apart,
+    # Shardy (jax 0.10-0.12, CPU) gave a wrong dL/dh on a (2, 2, 2) mesh: every memory
+    # gradient off by ~100% (tests/train/test_distributed.py).
+    both_k, both_v = attention.keys_values(jnp.concatenate([h, x], axis=1),
+                                           jnp.concatenate([positions, positions], axis=-1))
+    new = {"h_k": both_k[:, :length], "h_v": both_v[:, :length],
+           "x_k": both_k[:, length:], "x_v": both_v[:, length:]}
     buffers = {name: _write(cache[name], new[name], offset) for name in new}
     seen = jnp.arange(c.segment_len)[None, :] <= (offset + jnp.arange(length))[:, None]  # [T, C]
     seen = seen[None, None]
