@@ -154,9 +154,10 @@ def base_config(model: dict | None = None) -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
   # XLA's SPMD partitioner: "shardy", or "gspmd" on jax < 0.12 (titans_jax.sharding.use_partitioner).
   config.partitioner = "shardy"
-  # Pin activations by their logical names too (the rules below). Off by default: with
-  # jax 0.10 on CPU, XLA mis-partitioned a MAC whose activations were pinned to the
-  # batch axes (1% loss error on a (2, 2, 2) mesh); parameters and inputs alone let the
+  # Pin activations by their logical names too (the rules below). Off by default: on CPU,
+  # XLA mis-partitions a MAC whose activations are pinned on a mesh that splits data, fsdp
+  # and tensor (first-step loss 4e-3 off one device; jax 0.10 and 0.12, Shardy and GSPMD
+  # alike, rechecked 2026-12-06; train.py warns). Parameters and inputs alone let the
   # partitioner place activations correctly.
   config.activation_constraints = False
   # Logical axis name -> mesh axes (MaxText style).
