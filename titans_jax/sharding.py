@@ -128,9 +128,10 @@ def _path_name(path) -> str:
 
 def check_divisible(state, shardings) -> None:
   """A ValueError naming the first leaf whose sharded axis the mesh does not divide (jax
-  would refuse it only when the sharded init runs, with the internal pytree path)."""
-  leaves = jax.tree_util.tree_leaves_with_path(state)
-  for (path, leaf), where in zip(leaves, jax.tree.leaves(shardings)):
+  would refuse it only when the sharded init runs, with the internal pytree path).
+  shardings: `state_shardings(state, ...)`, the same tree as state."""
+
+  def check(path, leaf, where):
     for axis, mesh_axes in enumerate(where.spec):
       if mesh_axes is None or axis >= len(leaf.shape):
         continue
@@ -142,6 +143,8 @@ def check_divisible(state, shardings) -> None:
             f"({leaf.shape[axis]}) is split over mesh axes {names} = {ways} devices, which do not "
             f"divide it; use a mesh whose {' x '.join(names)} divides {leaf.shape[axis]}, or a "
             "model size that is a multiple")
+
+  jax.tree_util.tree_map_with_path(check, state, shardings)
 
 
 def batch_sharding(mesh) -> NamedSharding:
