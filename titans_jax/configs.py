@@ -157,8 +157,8 @@ def base_config(model: dict | None = None) -> ml_collections.ConfigDict:
   # Pin activations by their logical names too (the rules below). Off by default: on CPU,
   # XLA mis-partitions a MAC whose activations are pinned on a mesh that splits data, fsdp
   # and tensor (first-step loss 4e-3 off one device; jax 0.10 and 0.12, Shardy and GSPMD
-  # alike, rechecked 2026-12-06; train.py warns). Parameters and inputs alone let the
-  # partitioner place activations correctly.
+  # alike), so training refuses that layout (train.validate_activation_constraints).
+  # Parameters and inputs alone let the partitioner place activations correctly.
   config.activation_constraints = False
   # Logical axis name -> mesh axes (MaxText style).
   config.logical_axis_rules = [list(rule) for rule in DEFAULT_LOGICAL_AXIS_RULES]

@@ -197,6 +197,27 @@ def _global_batch(local_batch, batch_sharding):
           for key, value in local_batch.items()}
 
 
+def validate_activation_constraints(config, mesh_shape: tuple[int, ...], backend: str) -> None:
+  """Refuses the one layout known to train wrong: a zoo MAC with activation_constraints=True
+  on an XLA:CPU mesh that splits data, fsdp and tensor alike.
+
+  Measured 2026-12-06/07 (jax 0.10.2 and 0.12.1): the first step's loss 4e-3 off one
+  device's and gradients off by up to 100%, bit-identical under Shardy and GSPMD (so in
+  XLA's shared SPMD lowering, not in either propagation). Pinning the embedding output
+  alone triggers it; a mesh with any axis of 1, MAG / MAL / LMM / transformer, or the
+  constraints off all give one device's values to 1e-6 (configs.py).
+  """
+  if (not config.get("activation_constraints", False) or backend != "cpu"
+      or config.get("model_builder", "") or config.model.get("variant") != "mac"
+      or min(mesh_shape) == 1):
+    return
+  raise ValueError(f"activation_constraints=True with model.variant='mac' on a (data, fsdp, "
+                   f"tensor) = {tuple(mesh_shape)} mesh: XLA:CPU mis-partitions this layout "
+                   "(losses ~0.4% off one device's). Set activation_constraints=False (the "
+                   "parameters' and inputs' shardings place the activations correctly), or "
+                   "give data, fsdp or tensor a size of 1")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        model_builder=None) -> TrainResult:
   """Trains (or resumes) the config's model in workdir.
@@ -211,6 +232,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   primary = jax.process_index() == 0
   sharding.use_partitioner(config.get("partitioner", "shardy"))
   mesh = sharding.make_mesh(config.mesh.to_dict())
+  validate_activation_constraints(config, mesh.devices.shape, jax.default_backend())
   rules = sharding.logical_rules(config.logical_axis_rules)
   batch_split = sharding.batch_divisor(mesh)
   micro = config.train.global_batch_size // config.train.grad_accum_steps
@@ -256,13 +278,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   latest = checkpoints.latest_step()
   train_iter = data.make_iterator(train_batches, prefetch_threads=config.train.prefetch_threads)
   activation_rules = rules if config.get("activation_constraints", False) else ()
-  if (activation_rules and primary and jax.default_backend() == "cpu"
-      and config.model.get("variant") == "mac" and min(mesh.devices.shape) > 1):
-    # Measured 2026-12-06 (jax 0.10.2 and 0.12.1, Shardy and GSPMD alike): 4e-3 off one
-    # device in the first step's loss on a (2, 2, 2) mesh; off, the losses agree to 1e-6.
-    print("Warning: activation_constraints=True with a MAC on a mesh that splits data, fsdp "
-          "and tensor gave losses ~0.4% off one device's on XLA:CPU; leave it off there",
-          flush=True)
   abstract = jax.tree.map(
       lambda leaf, where: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=where),
       abstract_state, state_shardings)

@@ -68,6 +68,13 @@ def main(workdir):
     report["bad_mesh_error"] = None
   except ValueError as error:
     report["bad_mesh_error"] = str(error)
+  try:  # a zoo MAC with pinned activations on this mesh: refused before anything compiles
+    bad = zoo_config({"data": 2, "fsdp": 2, "tensor": 2})
+    bad.activation_constraints = True
+    train.train_and_evaluate(bad, workdir + "_pinned_mac")
+    report["pinned_mac_error"] = None
+  except ValueError as error:
+    report["pinned_mac_error"] = str(error)
   print("PROBE " + json.dumps(report, default=str))
 
 

@@ -44,6 +44,8 @@ def test_mesh_2x2x2_matches_one_device_and_follows_the_rules(tmp_path):
   bad_mesh = report.pop("bad_mesh_error")
   assert bad_mesh is not None and "down/kernel has shape (20, 10)" in bad_mesh, bad_mesh
   assert "('tensor',) = 8 devices" in bad_mesh, bad_mesh
+  pinned_mac = report.pop("pinned_mac_error")
+  assert pinned_mac is not None and "XLA:CPU mis-partitions" in pinned_mac, pinned_mac
   for name, entry in report.items():
     assert entry["actual"] == entry["expected"], name
   assert report["embed/embedding"]["actual"] == ["tensor", "fsdp"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.train.tiny_model import build_tiny, tiny_config
-from titans_jax import checkpointing, metrics, sharding, train
+from titans_jax import checkpointing, configs, metrics, sharding, train
 
 
 def losses(workdir):
@@ -112,6 +112,21 @@ def test_gspmd_is_refused_where_this_jax_has_only_shardy(tmp_path):
   else:
     with pytest.raises(ValueError, match="no GSPMD partitioner.*set partitioner='shardy'"):
       run(tmp_path, partitioner="gspmd")
+
+
+def test_pinned_mac_activations_are_refused_on_a_cpu_mesh_that_splits_every_axis():
+  # Given the layout XLA:CPU mis-partitions (measured: losses 4e-3 off one device's)
+  config = configs.base_config()
+  config.model.variant, config.activation_constraints = "mac", True
+  # Then training refuses it with what to change, and nothing else is refused
+  with pytest.raises(ValueError, match=r"\(2, 2, 2\) mesh.*activation_constraints=False"):
+    train.validate_activation_constraints(config, (2, 2, 2), "cpu")
+  for mesh, backend in (((2, 2, 1), "cpu"), ((1, 4, 2), "cpu"), ((2, 2, 2), "tpu")):
+    train.validate_activation_constraints(config, mesh, backend)
+  config.model.variant = "mag"
+  train.validate_activation_constraints(config, (2, 2, 2), "cpu")
+  config.model.variant, config.activation_constraints = "mac", False
+  train.validate_activation_constraints(config, (2, 2, 2), "cpu")
 
 
 def test_empty_workdir_is_an_error():
