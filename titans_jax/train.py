@@ -202,10 +202,10 @@ def validate_activation_constraints(config, mesh_shape: tuple[int, ...], backend
   on an XLA:CPU mesh that splits data, fsdp and tensor alike.
 
   Measured 2026-12-06/07 (jax 0.10.2 and 0.12.1): the first step's loss 4e-3 off one
-  device's and gradients off by up to 100%, bit-identical under Shardy and GSPMD (so in
-  XLA's shared SPMD lowering, not in either propagation). Pinning the embedding output
-  alone triggers it; a mesh with any axis of 1, MAG / MAL / LMM / transformer, or the
-  constraints off all give one device's values to 1e-6 (configs.py).
+  device's and gradients off by O(1), bit-identical under Shardy and GSPMD. Pinning the
+  embedding output alone triggers it; a mesh with any axis of 1, the other variants, or
+  the constraints off all give one device's values to ~1e-6. The bug in plain JAX:
+  tests/train/xla_partition_repro.py (rerun it on a new jax before lifting this).
   """
   if (not config.get("activation_constraints", False) or backend != "cpu"
       or config.get("model_builder", "") or config.model.get("variant") != "mac"
