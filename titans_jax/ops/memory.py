@@ -48,6 +48,15 @@ SAVED_FOR_BACKWARD = ("keys_z", "keys_delta", "reads_w", "reads_s", "reads_z", "
                       "coefficients")
 
 
+# What a remat group keeps of every chunk in it (a subset of SAVED_FOR_BACKWARD): the gate-only
+# coefficients, ~17 KB per (row, head) and chunk of 64 (a b x b matrix and two b vectors),
+# so each group's replay in the backward pass skips their exp / masked-matmul work: 0.958x
+# and 0.892x the op step at 32K in two paired runs on one core each (`benchmarks/op_ab.py
+# --length=32768 --steps=2`, 4 rounds), for ~0.1 GB more at 32K. Keeping the reads' results
+# too was faster still (31.2K vs 27.7K tokens/s on 2 devices) but took 32K to 4.2 GB.
+GROUP_SAVED = ("coefficients",)
+
+
 def _saved(x, name):
   """Marks x as kept for the backward pass (see SAVED_FOR_BACKWARD)."""
   return checkpoint_name(x, f"titans_memory.{name}")
@@ -405,7 +414,9 @@ def _scan_chunks(config, transposed, carry, chunks, group):
 
   Unless remat is off (remat_chunks=0), each chunk keeps its entering state and the
   matmul results of SAVED_FOR_BACKWARD; its backward pass recomputes the elementwise rest
-  (cheaper than writing and reading back every [b, hidden] activation).
+  (cheaper than writing and reading back every [b, hidden] activation). In groups, only
+  each group's entering state and every chunk's GROUP_SAVED are kept; the backward pass
+  replays the group's forward from there.
   """
   step = jax.vmap(jax.vmap(lambda c, x: _chunk_step(config, transposed, c, x)))
   if config.remat_chunks != 0:
@@ -418,7 +429,10 @@ def _scan_chunks(config, transposed, carry, chunks, group):
   num_chunks = jax.tree.leaves(chunks)[0].shape[0]
   grouped = jax.tree.map(lambda a: a.reshape((num_chunks // group, group) + a.shape[1:]), chunks)
 
-  @jax.checkpoint
+  group_policy = jax.checkpoint_policies.save_only_these_names(
+      *(f"titans_memory.{name}" for name in GROUP_SAVED))
+
+  @functools.partial(jax.checkpoint, policy=group_policy)
   def run_group(carry, group_chunks):
     return jax.lax.scan(step, carry, group_chunks)
 
