@@ -83,8 +83,10 @@ def use_partitioner(name: str) -> None:
   """Chooses XLA's SPMD partitioner for everything compiled from here on.
 
   Shardy by default, the only one from jax 0.12 on; GSPMD stays selectable on older JAX.
-  Both give one device's gradients on a (2, 2, 2) mesh (tests/train/test_distributed.py,
-  which once caught Shardy mis-partitioning MAC's memory read: see MACMixer._piece).
+  Both give one device's gradients for the zoo on a (2, 2, 2) mesh
+  (tests/train/test_distributed.py, which once caught Shardy mis-partitioning MAC's
+  memory read: see MACMixer._piece), but GSPMD on CPU gets the plain-JAX pattern of
+  tests/train/xla_partition_repro.py wrong even without activation constraints.
   """
   validate_partitioner(name)
   if has_gspmd():
