@@ -343,6 +343,8 @@ def _good():
     ("chunk_size", 0, "chunk_size"), ("depth", 0, "depth"), ("expansion", -1.0, "expansion"),
     ("retrieval", "tokens", "retrieval"), ("activation", "swish2", "activation"),
     ("gate_mode", "layer", "gate_mode"), ("remat_chunks", -2, "remat_chunks"),
+    ("depth", True, "depth"), ("chunk_size", True, "chunk_size"), ("expansion", True, "expansion"),
+    ("remat_chunks", False, "remat_chunks"),
 ])
 def test_bad_config(field, value, message):
   with pytest.raises(ValueError, match=message):
