@@ -62,11 +62,18 @@ def check_case(seed, case, grads: bool) -> str:
       np.testing.assert_allclose(y, y_ref, rtol=1e-8, atol=1e-9)
       assert_states_close(final, state_ref, 1e-8, 1e-9)
     if grads:
-      probe = jax.random.normal(jax.random.key(seed), y_ref.shape, jnp.float64)
+      keys = jax.random.split(jax.random.key(seed), 1 + len(weights))
+      probe = jax.random.normal(keys[0], y_ref.shape, jnp.float64)
+      weight_probes = [jax.random.normal(key, w.shape, jnp.float64)
+                       for key, w in zip(keys[1:], state_ref.weights)]
 
-      def loss(op, w, xs):  # through the outputs and the final weights
+      # Through the outputs and the final weights, each against a random probe. Linear in
+      # both: a nonlinear term of the final weights (sin) is ill-conditioned once they are
+      # large (1e7 in seed 1811's case 9: cos(W) then differs 4e-7 between two float64
+      # paths whose W agree to 1e-16).
+      def loss(op, w, xs):
         y, final = op(config, init_memory_state(w, batch_size=batch), *xs)
-        return jnp.sum(y * probe) + sum(jnp.sum(jnp.sin(x)) for x in final.weights)
+        return jnp.sum(y * probe) + sum(jnp.sum(x * p) for x, p in zip(final.weights, weight_probes))
 
       want = jax.grad(lambda w, xs: loss(memory_apply_reference, w, xs), (0, 1))(weights, inputs)
       got = jax.jit(jax.grad(lambda w, xs: loss(memory_apply, w, xs), (0, 1)))(weights, inputs)
