@@ -439,8 +439,12 @@ def test_bad_state_and_offsets():
     memory_apply(dataclasses.replace(config, depth=3), state, *inputs)
   with pytest.raises(ValueError, match="chunk_offset"):
     memory_apply(config, state, *inputs, chunk_offset=4)
+  with pytest.raises(ValueError, match="chunk_offset"):  # a bool is not an offset
+    memory_apply(config, state, *inputs, chunk_offset=True)
   with pytest.raises(ValueError, match="position"):
     memory_apply(config, state._replace(position=-1), *inputs)
+  with pytest.raises(ValueError, match="position"):
+    memory_apply(config, state._replace(position=True), *inputs)
   with pytest.raises(ValueError, match="T = 0"):
     memory_apply(config, state, *[x[:, :, :0] for x in inputs])
   with pytest.raises(ValueError, match="residual"):

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from titans_jax.ops.activations import get_activation, value_and_derivative
-from titans_jax.ops.memory_types import (MemoryConfig, MemoryState, is_static_position,
+from titans_jax.ops.memory_types import (MemoryConfig, MemoryState, is_int, is_static_position,
                                          state_dtype, validate_inputs, validate_resets, vary_like)
 
 # ----------------------------------------------------------------------------
@@ -484,7 +484,7 @@ def memory_apply(config: MemoryConfig, state: MemoryState, q, k, v, theta, eta, 
   validate_inputs(config, state, q, k, v, theta, eta, alpha)
   validate_resets(config, state, q, resets, reset_state)
   b = config.chunk_size
-  if chunk_offset is not None and not (isinstance(chunk_offset, int) and 0 <= chunk_offset < b):
+  if chunk_offset is not None and not (is_int(chunk_offset) and 0 <= chunk_offset < b):
     raise ValueError(f"chunk_offset must be an int in [0, chunk_size={b}), got {chunk_offset!r}")
   if chunk_offset is None and is_static_position(state.position):
     chunk_offset = int(state.position) % b

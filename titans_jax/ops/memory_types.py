@@ -116,7 +116,7 @@ def memory_dims(config: MemoryConfig, d_in: int, d_out: int) -> list[int]:
 def init_memory_state(initial_weights: Sequence, batch_size: int,
                       position: int = 0) -> MemoryState:
   """Fresh state: W = W_0 broadcast over the batch, momentum S = 0."""
-  if not _is_int(batch_size) or batch_size < 1:
+  if not is_int(batch_size) or batch_size < 1:
     raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
   if len(initial_weights) < 1:
     raise ValueError("initial_weights must hold at least one layer [H, d_in, d_out]")
@@ -139,15 +139,15 @@ def init_memory_state(initial_weights: Sequence, batch_size: int,
 # ----------------------------------------------------------------------------
 
 
-def _is_int(x) -> bool:
+def is_int(x) -> bool:
   """A Python or NumPy int, not a bool (True would pass as 1)."""
   return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
 def validate_config(config: MemoryConfig) -> None:
-  if not _is_int(config.depth) or config.depth < 1:
+  if not is_int(config.depth) or config.depth < 1:
     raise ValueError(f"depth must be an int >= 1 (1 = linear memory), got {config.depth!r}")
-  if not _is_int(config.chunk_size) or config.chunk_size < 1:
+  if not is_int(config.chunk_size) or config.chunk_size < 1:
     raise ValueError(f"chunk_size must be an int >= 1, got {config.chunk_size!r}")
   if not (isinstance(config.expansion, (int, float)) and not isinstance(config.expansion, bool)
           and config.expansion > 0):
@@ -160,7 +160,7 @@ def validate_config(config: MemoryConfig) -> None:
   if config.gate_mode not in GATE_MODES:
     raise ValueError(f"gate_mode={config.gate_mode!r}; expected one of {GATE_MODES}")
   if config.remat_chunks is not None and (
-      not _is_int(config.remat_chunks) or config.remat_chunks < 0):
+      not is_int(config.remat_chunks) or config.remat_chunks < 0):
     raise ValueError(
         f"remat_chunks must be None (auto), 0 (off) or a positive int, got {config.remat_chunks!r}")
 
@@ -274,7 +274,7 @@ def _validate_state(config, state, batch, heads, d_in, d_out) -> None:
     raise ValueError(
         f"state.chunk_gates has shape {tuple(state.chunk_gates.shape)}; expected {(batch, heads, 3)}")
   position = state.position
-  if isinstance(position, (int, np.integer)):
+  if is_int(position):
     if position < 0:
       raise ValueError(f"state.position must be >= 0, got {position}")
   elif not (hasattr(position, "dtype") and jnp.issubdtype(position.dtype, jnp.integer)
@@ -283,7 +283,7 @@ def _validate_state(config, state, batch, heads, d_in, d_out) -> None:
 
 
 def is_static_position(position) -> bool:
-  return isinstance(position, (int, np.integer))
+  return is_int(position)
 
 
 def _varying_axes(x) -> frozenset:
