@@ -486,6 +486,8 @@ def memory_apply(config: MemoryConfig, state: MemoryState, q, k, v, theta, eta, 
   b = config.chunk_size
   if chunk_offset is not None and not (is_int(chunk_offset) and 0 <= chunk_offset < b):
     raise ValueError(f"chunk_offset must be an int in [0, chunk_size={b}), got {chunk_offset!r}")
+  if chunk_offset is not None:
+    chunk_offset = int(chunk_offset)  # a NumPy int too: one static jit key per offset
   if chunk_offset is None and is_static_position(state.position):
     chunk_offset = int(state.position) % b
   arrays = state._replace(position=jnp.asarray(state.position, jnp.int32))
