@@ -98,6 +98,17 @@ def worker_jax(length: int, retrieval: str, steps: int, op_only: bool = False,
   return _checked({"seconds": seconds, "warmup_seconds": warmup}, step(*args))
 
 
+def usable_device_count(requested: int) -> int:
+  """The most CPU devices, up to `requested`, that split the batch rows evenly (an 8-core
+  machine runs the batch of 4 on 4 devices rather than not at all)."""
+  if requested < 1:
+    raise ValueError(f"--jax_devices holds {requested}; expected device counts >= 1")
+  usable = max(n for n in range(1, min(requested, BATCH) + 1) if BATCH % n == 0)
+  if usable != requested:
+    print(f"--jax_devices: {requested} devices do not split the batch of {BATCH}; using {usable}")
+  return usable
+
+
 def build_jax_step(length: int, retrieval: str, op_only: bool = False, devices: int = 1):
   """The measured step (jitted forward + backward) and its arguments: the memory layer, or
   with op_only the memory op alone. Also what `op_profile.py` traces."""
@@ -271,7 +282,8 @@ def main() -> None:
   parser.add_argument("--jax_devices", default=f"1,{os.cpu_count() or 1}",
                       help="CPU device counts our layer runs on: 1 (one XLA device; its small "
                       "batched matmuls run one per thread, ~1.5 of 2 cores busy) and N (one "
-                      "device per core, the batch split over them)")
+                      "device per core, the batch split over them; a count that does not split the batch of "
+                      f"{BATCH} runs as the most that do)")
   parser.add_argument("--out", default="bench_results")
   parser.add_argument("--devices", type=int, default=1, help=argparse.SUPPRESS)
   parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
@@ -285,8 +297,7 @@ def main() -> None:
   if args.quick:
     args.lengths, args.steps = "256,512", 1
   lengths = [int(x) for x in args.lengths.split(",")]
-  device_counts = sorted({int(n) for n in args.jax_devices.split(",") if n})
-  device_counts = [n for n in device_counts if n == 1 or BATCH % n == 0]
+  device_counts = sorted({usable_device_count(int(n)) for n in args.jax_devices.split(",") if n})
   modes = [m for m in args.modes.split(",") if m]
   peers = [] if args.peers == "none" else [p for p in args.peers.split(",") if p]
   if peers and not peer_available():

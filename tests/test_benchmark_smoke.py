@@ -13,9 +13,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_memory_benchmark_quick(tmp_path):
   done = subprocess.run(
       [sys.executable, "benchmarks/memory_benchmark.py", "--lengths=128", "--modes=token",
-       "--peers=none", "--steps=1", "--jax_devices=1,2", f"--out={tmp_path}"],
+       "--peers=none", "--steps=1", "--jax_devices=1,3", f"--out={tmp_path}"],
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
+  # 3 devices cannot split the batch of 4: the most that can (2) run instead, and it says so.
+  assert "3 devices do not split the batch of 4; using 2" in done.stdout, done.stdout
   result = json.load(open(tmp_path / "memory_benchmark.json"))
   # What the peak (and so every ratio) depends on is recorded with it.
   assert result["machine"].startswith(f"{os.cpu_count()} cores, "), result["machine"]
