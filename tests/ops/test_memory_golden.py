@@ -73,7 +73,8 @@ def _assert_close(name, actual, expected, tolerance):
 @pytest.mark.parametrize("path", CASES, ids=[os.path.basename(p)[:-4] for p in CASES])
 def test_golden(path, op, dtype):
   data, meta, config = _load(path)
-  cut_sets = [[]] + ([_split_points(meta)] if _split_points(meta) else [])
+  cuts = _split_points(meta)
+  cut_sets = [[]] + ([cuts] if cuts else [])
   with jax.enable_x64(dtype == "float64"):
     for cuts in cut_sets:
       y, state = _run(op, config, data, meta, dtype, cuts)

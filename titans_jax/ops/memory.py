@@ -484,11 +484,11 @@ def memory_apply(config: MemoryConfig, state: MemoryState, q, k, v, theta, eta, 
   validate_inputs(config, state, q, k, v, theta, eta, alpha)
   validate_resets(config, state, q, resets, reset_state)
   b = config.chunk_size
-  if chunk_offset is not None and not (is_int(chunk_offset) and 0 <= chunk_offset < b):
-    raise ValueError(f"chunk_offset must be an int in [0, chunk_size={b}), got {chunk_offset!r}")
   if chunk_offset is not None:
+    if not (is_int(chunk_offset) and 0 <= chunk_offset < b):
+      raise ValueError(f"chunk_offset must be an int in [0, chunk_size={b}), got {chunk_offset!r}")
     chunk_offset = int(chunk_offset)  # a NumPy int too: one static jit key per offset
-  if chunk_offset is None and is_static_position(state.position):
+  elif is_static_position(state.position):
     chunk_offset = int(state.position) % b
   arrays = state._replace(position=jnp.asarray(state.position, jnp.int32))
   reset_to = None if reset_state is None else (reset_state.weights, reset_state.momentum,
