@@ -138,11 +138,14 @@ def build_jax_step(length: int, retrieval: str, op_only: bool = False, devices: 
   if devices > 1:
     # Data parallel: the batch rows split over the devices, the parameters replicated; the
     # same jitted step, partitioned by GSPMD (one all-reduce of the gradients per step).
+    # The CPU devices by name: on a machine with an accelerator the default backend is that
+    # (the one-device row runs there), while these rows stay what they say.
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
-    if len(jax.devices()) != devices or BATCH % devices:
+    cpus = jax.devices("cpu")
+    if len(cpus) != devices or BATCH % devices:
       raise ValueError(f"--devices={devices}: needs {devices} CPU devices and a batch "
-                       f"({BATCH}) divisible by them; got {len(jax.devices())} devices")
-    mesh = Mesh(jax.devices(), ("data",))
+                       f"({BATCH}) divisible by them; got {len(cpus)} CPU devices")
+    mesh = Mesh(cpus, ("data",))
     x = jax.device_put(x, NamedSharding(mesh, PartitionSpec("data")))
     params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
 
