@@ -137,19 +137,33 @@ def safe_log(x):
 def segment_products(log_gate):
   """P[i, j] = prod_{m=j+1..i} gate_m for j <= i, else 0.  log_gate: [b] -> [b, b].
 
-  A masked sum (a lower-triangular matmul: faster on CPU than cumsum's reduce-window),
-  never a difference of cumulative sums; log gates are floored at -1e30 / b so a zero
-  gate still gives exact zeros, with no -inf - -inf or 0 * -inf.
+  exp(L_i - L_j) of prefix sums L of the log gates, the zero gates (log -inf) left out of
+  L and counted apart: a span that holds one is an exact 0, never -inf - -inf. Only O(b^2)
+  sums and one exp per pair. Against the masked b x b x b matmul of the spans' sums it
+  replaced, paired (`benchmarks/op_ab.py --baseline=<before> --steps=2`): the op step at 8K
+  0.969x (8 rounds), the layer 0.953x (`--layer`, 8 rounds), 32K 0.926x (`--steps=1`, 4
+  rounds), chunk retrieval 0.934x. L is taken from the chunk's middle (halves |L|, so the rounding
+  of L_i - L_j): in float32 the products' relative error is ~1e-6 mean, <= 1.5e-5, for
+  gates in [1e-4, 1) (the masked sums: <= 2.8e-5), <= 5e-5 for gates below 1e-2.
+  A NaN gate (outside its domain) turns the chunk's products NaN.
   """
   size = log_gate.shape[-1]
   rows = jnp.arange(size)[:, None]
   cols = jnp.arange(size)[None, :]
-  floor = jnp.asarray(-1e30 / size, log_gate.dtype)
-  terms = jnp.where(rows > cols, jnp.maximum(log_gate, floor)[:, None], 0.0)
-  # HIGHEST: on TPU / GPU a default-precision float32 matmul rounds through bfloat16 / TF32.
-  sums = jnp.matmul((rows >= cols).astype(log_gate.dtype), terms,
-                    precision=jax.lax.Precision.HIGHEST)
-  return jnp.where(rows >= cols, jnp.exp(sums), 0.0)
+  is_zero = log_gate == -jnp.inf
+  # L_i = sum_{m<=i} - sum_{m<=middle} (a +-1 mask), and the zero counts likewise (exact
+  # integers in float), as one [b, b] @ [b, 2] matmul: cumsum's reduce-window gets fused
+  # into the b x b exp below and summed again for every pair. HIGHEST: on TPU / GPU a
+  # default-precision float32 matmul rounds through bfloat16 / TF32.
+  terms = jnp.stack([jnp.where(is_zero, 0.0, log_gate), is_zero.astype(log_gate.dtype)], -1)
+  signed = (cols <= rows).astype(log_gate.dtype) - (cols <= size // 2).astype(log_gate.dtype)
+  sums = jnp.matmul(signed, terms, precision=jax.lax.Precision.HIGHEST)
+  prefix, zeros_before = sums[:, 0], sums[:, 1]
+  # Causal and no zero gate in (j, i]; the inner where keeps exp off the j > i entries,
+  # whose difference may overflow.
+  open_span = (rows >= cols) & (zeros_before[:, None] == zeros_before[None, :])
+  return jnp.where(open_span, jnp.exp(jnp.where(open_span, prefix[:, None] - prefix[None, :], 0.0)),
+                   0.0)
 
 
 # ----------------------------------------------------------------------------
