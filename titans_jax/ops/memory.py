@@ -142,9 +142,10 @@ def segment_products(log_gate):
   sums and one exp per pair. Against the masked b x b x b matmul of the spans' sums it
   replaced, paired (`benchmarks/op_ab.py --baseline=<before> --steps=2`): the op step at 8K
   0.969x (8 rounds), the layer 0.953x (`--layer`, 8 rounds), 32K 0.926x (`--steps=1`, 4
-  rounds), chunk retrieval 0.934x. L is taken from the chunk's middle (halves |L|, so the rounding
-  of L_i - L_j): in float32 the products' relative error is ~1e-6 mean, <= 1.5e-5, for
-  gates in [1e-4, 1) (the masked sums: <= 2.8e-5), <= 5e-5 for gates below 1e-2.
+  rounds), chunk retrieval 0.934x. L is taken from the chunk's middle (halves |L|, so
+  the rounding of L_i - L_j): in float32 the products' relative error is ~1e-6 mean,
+  <= 1.5e-5, for gates in [1e-4, 1) (the masked sums: <= 2.8e-5), <= 5e-5 for gates
+  below 1e-2.
   A NaN gate (outside its domain) turns the chunk's products NaN.
   """
   size = log_gate.shape[-1]
