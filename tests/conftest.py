@@ -42,12 +42,23 @@ if "xla_backend_optimization_level" not in _flags:
 
 # Compiled programs are cached on disk for the session (shared by the xdist workers and
 # the subprocesses tests start): the same tiny model trained by several tests compiles once.
+# The process that made the folder (xdist's controller; the workers inherit the variable)
+# removes it when the session ends: ~65 MB a run would otherwise pile up in the temp dir.
+_own_cache_dir = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   import tempfile
 
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="titans_jax_test_xla_cache_")
+  _own_cache_dir = tempfile.mkdtemp(prefix="titans_jax_test_xla_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _own_cache_dir
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+def pytest_unconfigure(config):
+  if _own_cache_dir is not None:
+    import shutil
+
+    shutil.rmtree(_own_cache_dir, ignore_errors=True)
 
 
 def write_hub_repo(repo, splits):
