@@ -330,6 +330,23 @@ def test_auto_remat_groups_chunks_only_past_its_memory_budget():
                                         chunk_bytes=budget) == 0
 
 
+def test_auto_remat_group_minimises_what_the_backward_pass_keeps():
+  """Groups of g keep n / g entering states and g replayed chunks: the auto group is the
+  divisor of n with the least n / g * entry_bytes + g * chunk_bytes (the smaller of two)."""
+  config = MemoryConfig(depth=2, chunk_size=64)
+  budget = memory_module.AUTO_GROUP_BYTES
+  for num_chunks, entry, chunk in [(512, 384, 680), (512, 1, 1), (1024, 384, 680), (360, 1, 9),
+                                   (360, 9, 10), (2048, 100, 700), (96, 5, 6)]:
+    scale = budget // (num_chunks * chunk) + 1  # past the budget: grouped
+    kept = lambda g: num_chunks // g * entry + g * chunk
+    divisors = [g for g in range(1, num_chunks + 1) if num_chunks % g == 0]
+    expected = min(divisors, key=lambda g: (kept(g), g))
+    assert memory_module.remat_group_size(config, num_chunks, chunk * scale, entry * scale) \
+        == expected, (num_chunks, entry, chunk)
+  # The benchmark layer at 32K: 16 chunks a group (sqrt(512) would give 32).
+  assert memory_module.remat_group_size(config, 512, 680 << 20, 384 << 20) == 16
+
+
 # --------------------------------------------------------------------------- bad input
 
 

@@ -42,8 +42,9 @@ class MemoryConfig:
       the op causal and streamable.
     remat_chunks: the backward pass recomputes each chunk from the state entering
       it. None (auto) keeps that state for every chunk, or, past
-      `memory.AUTO_GROUP_BYTES` of kept states, one per group of ~sqrt(num_chunks)
-      chunks; a positive int sets the group size; 0 disables rematerialisation
+      `memory.AUTO_GROUP_BYTES` of kept states, one per group of chunks sized for the
+      least memory (`memory.remat_group_size`, ~sqrt(num_chunks)); a positive int sets
+      the group size; 0 disables rematerialisation
       (every chunk's activations are kept: more memory, and slower on CPU).
   """
 
