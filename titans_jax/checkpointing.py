@@ -8,7 +8,9 @@ the run with a message; it is never overwritten or silently replaced by a fresh 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 
 import jax
 import orbax.checkpoint as ocp
@@ -31,6 +33,50 @@ def require_local_workdir(workdir: str) -> str:
         "host (e.g. `gcsfuse --implicit-dirs BUCKET /gcs/BUCKET`, or launch/tpu_pod.sh with "
         "MOUNT_BUCKET=BUCKET) and pass --workdir=/gcs/BUCKET/...")
   return os.path.abspath(workdir)
+
+
+class _AbandonedReadsQuieted:
+  """Around a restore: keeps Orbax's abandoned array reads from printing if it fails.
+
+  Orbax reads a checkpoint's arrays as concurrent asyncio tasks and closes their event
+  loop as soon as one read fails; the other reads end later and report into the closed
+  loop: "Event loop is closed" from TensorStore's callbacks (through sys.unraisablehook)
+  and "Task / Future exception was never retrieved" for reads of this checkpoint (the
+  asyncio logger), a screen of tracebacks after the CheckpointError that already says
+  what is wrong. The first of them can come before the failure reaches Python, so the
+  filters go in before the restore; after a success they come out again, after a
+  failure they stay (the reports can come at any time, up to the process's exit).
+  """
+
+  def __init__(self, directory: str):
+    self.directory = directory
+
+  def __enter__(self):
+    self.previous = sys.unraisablehook
+    previous = self.previous
+
+    def hook(unraisable):
+      error = unraisable.exc_value
+      if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+        previous(unraisable)
+
+    self.hook = hook
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(self._keep_record)
+    return self
+
+  def _keep_record(self, record) -> bool:
+    text = record.getMessage()
+    if record.exc_info and record.exc_info[1] is not None:
+      text += str(record.exc_info[1])
+    return not ("exception was never retrieved" in text and self.directory in text)
+
+  def __exit__(self, error_type, error, traceback):
+    if error_type is None:
+      if sys.unraisablehook is self.hook:  # unless something replaced it since
+        sys.unraisablehook = self.previous
+      logging.getLogger("asyncio").removeFilter(self._keep_record)
+    return False
 
 
 def describe_state(state) -> dict:
@@ -102,8 +148,9 @@ class Checkpointer:
     saved_meta = self._meta(step)
     _check_compatible(where, saved_meta, dict(meta, state=describe_state(abstract_state)))
     try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+      with _AbandonedReadsQuieted(self.directory):
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
     except Exception as error:
       raise CheckpointError(
           f"the checkpoint at {where} is corrupt or incomplete ({type(error).__name__}: "

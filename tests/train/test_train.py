@@ -4,6 +4,9 @@ import glob
 import json
 import os
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -79,6 +82,36 @@ def test_corrupt_checkpoint_is_an_error_and_kept(tmp_path):
   with pytest.raises(checkpointing.CheckpointError, match="corrupt|cannot be read"):
     run(tmp_path, **{"train.steps": 6})
   assert os.path.isdir(step_dir)
+
+
+def test_corrupt_checkpoint_error_is_the_only_report(tmp_path):
+  """Orbax abandons its other array reads when one fails; their late reports into the
+  closed event loop must not follow the CheckpointError (a process of its own: they
+  come at any time, up to its exit)."""
+  script = textwrap.dedent(f"""
+      import gc, glob, os, time
+      from tests.train.tiny_model import build_tiny, tiny_config
+      from titans_jax import checkpointing, train
+      workdir = {str(tmp_path)!r}
+      train.train_and_evaluate(tiny_config(**{{"train.steps": 3}}), workdir, model_builder=build_tiny)
+      pattern = os.path.join(workdir, "checkpoints", "3", "state", "**", "*")
+      for path in glob.glob(pattern, recursive=True):
+        if os.path.isfile(path) and "manifest" in os.path.basename(path):
+          open(path, "wb").write(b"garbage")
+      try:
+        train.train_and_evaluate(tiny_config(**{{"train.steps": 6}}), workdir, model_builder=build_tiny)
+      except checkpointing.CheckpointError as error:
+        print("CheckpointError:", error)
+      gc.collect()
+      time.sleep(1.0)
+  """)
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True,
+                        env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu"), timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "CheckpointError: the checkpoint at" in done.stdout, done.stdout[-3000:]
+  for noise in ("Event loop is closed", "exception was never retrieved", "Traceback"):
+    assert noise not in done.stderr, done.stderr[-3000:]
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
